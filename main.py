@@ -1,0 +1,686 @@
+"""Train and test goal-oriented push-grasping (Xu et al. 2021) from the command line.
+
+Read top to bottom: the run configuration (a typed dataclass whose field docs are `--help`,
+flag names as in the paper's README), then set-up, then one plain loop:
+observe -> label and learn from the previous action -> reset if needed -> choose -> act.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, get_args, get_type_hints
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+STAGES = ("grasp_only", "push_only", "push_grasp")
+
+
+def _f(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class Config:
+    # --- robot and scene
+    sim: Literal["mujoco", "coppeliasim"] = _f("mujoco", "simulator backend (ignored with --real)")
+    real: bool = _f(False, "drive a real UR5 + RealSense instead of a simulator (see real/README.md)")
+    is_sim: bool = _f(True, "kept for the paper's command lines; use --real for the real robot")
+    dry_run: bool = _f(False, "real robot: validate and log every motion but send none")
+    ur_host: str = _f("192.168.1.100", "real robot: UR controller address")
+    calibration_file: str = _f("real/camera_pose.txt", "real robot: camera-to-base pose from `python -m real.calibrate`")
+    coppeliasim_host: str = _f("127.0.0.1", "CoppeliaSim ZMQ remote API host")
+    coppeliasim_port: int = _f(23000, "CoppeliaSim ZMQ remote API port")
+    obj_mesh_dir: str = _f("", "folder of .obj meshes (default: the project's generated toy blocks)")
+    num_obj: int = _f(10, "objects dropped into a random training scene")
+    heightmap_resolution: float = _f(0.002, "metres per heightmap pixel")
+    random_seed: int = _f(1234, "seed of the one random generator (CPU runs are repeatable)")
+    cpu: bool = _f(False, "force the CPU even when CUDA is available")
+    force_cpu: bool = _f(False, "alias of --cpu (VPG's flag)")
+
+    # --- learning
+    stage: Literal["grasp_only", "push_only", "push_grasp"] = _f("grasp_only", "training stage (SPEC 5)")
+    policy: Literal["learned", "heuristic"] = _f("learned", "heuristic: VPG's depth heuristics, no network")
+    backbone: Literal["densenet121", "resnet18", "tiny"] = _f("densenet121", "trunk network; densenet121 is the paper's")
+    pretrained_weights: str = _f("", "ImageNet weights file for the trunks (default: torchvision cache if present)")
+    precision: Literal["fp32", "bf16"] = _f("fp32", "bf16 autocasts the forward passes (faster, not faithful)")
+    goal_conditioned: bool = _f(False, "goal-conditioned networks (goal-mask trunk)")
+    grasp_goal_conditioned: bool = _f(False, "grasps are rewarded only for the goal and chosen inside its mask")
+    goal_obj_idx: int = _f(-1, "index of the goal object (-1: from the test-case file, else 0)")
+    future_reward_discount: float = _f(0.5, "Q-learning discount gamma")
+    experience_replay: bool = _f(False, "prioritised experience replay after each step")
+    heuristic_bootstrap: bool = _f(False, "use the depth heuristic after 2 no-change actions in a row")
+    explore_rate_decay: bool = _f(False, "decay the exploration probability over iterations")
+    grasp_explore: bool = _f(False, "stage grasp_only: explore with a goal-agnostic grasp model")
+    load_explore_snapshot: bool = _f(False, "load --explore_snapshot_file as the explore model")
+    explore_snapshot_file: str = _f("", "goal-agnostic snapshot used by --grasp_explore")
+    grasp_reward_threshold: float = _f(1.8, "Qg: a goal grasp Q above this ends a push episode with a grasp")
+    max_push_episode_length: int = _f(5, "pushes before the grasp that ends a push_only episode")
+    alternating_training: bool = _f(False, "push_only: freeze the push net and train the grasp net in pushed scenes")
+    cooperative_training: bool = _f(False, "train the push and grasp nets together")
+    max_iterations: int = _f(0, "stop training cleanly after this many iterations (0: run until stopped)")
+
+    # --- testing
+    is_testing: bool = _f(False, "test: no learning, trials end when the goal is grasped")
+    max_test_trials: int = _f(30, "trials per test run (the paper's n)")
+    max_goal_grasp_failures: int = _f(10, "a test trial fails after this many failed grasps in a row")
+    test_preset_cases: bool = _f(False, "test on a preset scene from --test_preset_file")
+    test_preset_file: str = _f("", "test-case file: `mesh r g b x y z rx ry rz` per object")
+
+    # --- snapshots and logs
+    load_snapshot: bool = _f(False, "load --snapshot_file before running")
+    snapshot_file: str = _f("", "network snapshot (.pth)")
+    continue_logging: bool = _f(False, "resume the session in --logging_directory")
+    logging_directory: str = _f("", "session directory to resume")
+    logs_dir: str = _f("logs", "where new session directories are made")
+    save_visualizations: bool = _f(False, "write affordance maps and the chosen action per iteration")
+    snapshot_interval: int = _f(50, "iterations between snapshots")
+
+    @property
+    def device(self) -> str:
+        import torch
+
+        return "cpu" if (self.cpu or self.force_cpu or not torch.cuda.is_available()) else "cuda"
+
+    @property
+    def is_goal_conditioned(self) -> bool:
+        return self.goal_conditioned or self.grasp_goal_conditioned
+
+
+ALIASES = {"continue_logging": ["--continu_logging"]}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Goal-oriented push-grasping (Xu et al. 2021): train and test on a simulator or a real UR5.")
+    hints = get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        flags = [f"--{f.name}"] + ALIASES.get(f.name, [])
+        kind = hints[f.name]
+        helptext = f.metadata["help"]
+        if kind is bool:
+            parser.add_argument(*flags, dest=f.name, action="store_true", default=f.default, help=helptext)
+        elif getattr(kind, "__origin__", None) is Literal:
+            parser.add_argument(*flags, dest=f.name, choices=get_args(kind), default=f.default,
+                                help=f"{helptext} (default {f.default})")
+        else:
+            parser.add_argument(*flags, dest=f.name, type=kind, default=f.default,
+                                help=f"{helptext} (default {f.default!r})" if f.default != "" else helptext)
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> Config:
+    return Config(**vars(build_parser().parse_args(argv)))
+
+
+# ==============================================================================================
+# Set-up
+# ==============================================================================================
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+import utils
+from robot import Robot
+from utils import UserError
+
+NO_CHANGE_RESET = 10  # SPEC 5: new scene after more than 10 no-change actions
+EMPTY_TABLE_PIXELS = {False: 300, True: 10}  # SPEC 5: training / testing
+GOAL_GRASP_Q_TO_GRASP = 1.5  # SPEC 5, stage push_grasp
+GOAL_OCCUPANCY_TO_PUSH = 0.3
+HEURISTIC_AFTER_NO_CHANGE = 2
+GOAL_RING_FOR_PUSHES_PX = 30  # heuristic policy: pushes start this close to the goal
+
+
+def check_config(cfg: Config) -> None:
+    """User input errors, each one clear line (UserError), before anything starts."""
+    if cfg.num_obj < 1:
+        raise UserError(f"--num_obj must be at least 1, got {cfg.num_obj}")
+    if cfg.test_preset_cases and not cfg.test_preset_file:
+        raise UserError("--test_preset_cases needs --test_preset_file")
+    if cfg.test_preset_file and not Path(cfg.test_preset_file).is_file():
+        raise UserError(f"test-case file not found: {cfg.test_preset_file}")
+    if cfg.load_snapshot and not cfg.snapshot_file:
+        raise UserError("--load_snapshot needs --snapshot_file")
+    if cfg.load_snapshot and not Path(cfg.snapshot_file).is_file():
+        raise UserError(f"snapshot file not found: {cfg.snapshot_file}")
+    if cfg.grasp_explore and not (cfg.load_explore_snapshot and cfg.explore_snapshot_file):
+        raise UserError("--grasp_explore needs --load_explore_snapshot --explore_snapshot_file")
+    if cfg.load_explore_snapshot and not Path(cfg.explore_snapshot_file).is_file():
+        raise UserError(f"explore snapshot file not found: {cfg.explore_snapshot_file}")
+    if cfg.continue_logging and not cfg.logging_directory:
+        raise UserError("--continue_logging needs --logging_directory")
+    if cfg.is_testing and cfg.policy == "learned" and not cfg.load_snapshot:
+        print("notice: testing without --load_snapshot uses untrained networks", file=sys.stderr)
+    if cfg.alternating_training and cfg.stage != "push_only":
+        raise UserError("--alternating_training belongs to --stage push_only (README, stage 3)")
+
+
+def make_backend(cfg: Config, test_case=None):
+    """The one place that knows which backend is behind the Robot."""
+    limits = utils.WORKSPACE_LIMITS_M
+    if cfg.real:
+        from real.ur5 import make_real_backend
+
+        return make_real_backend(cfg)
+    if cfg.sim == "coppeliasim":
+        from simulation.coppeliasim import CoppeliaSimBackend
+
+        return CoppeliaSimBackend(host=cfg.coppeliasim_host, port=cfg.coppeliasim_port,
+                                  obj_mesh_dir=cfg.obj_mesh_dir or None, num_obj=cfg.num_obj,
+                                  workspace_limits_m=limits, heightmap_resolution_m=cfg.heightmap_resolution)
+    from simulation.mujoco_sim import MujocoSim
+
+    return MujocoSim(obj_mesh_dir=cfg.obj_mesh_dir or None, num_obj=cfg.num_obj,
+                     workspace_limits_m=limits, heightmap_resolution_m=cfg.heightmap_resolution,
+                     test_case=test_case)
+
+
+# ==============================================================================================
+# The loop's records
+# ==============================================================================================
+@dataclass
+class Observation:
+    color_image: np.ndarray  # (H, W, 3) uint8
+    depth_image: np.ndarray  # (H, W) metres
+    color_heightmap: np.ndarray  # (224, 224, 3) uint8
+    depth_heightmap: np.ndarray  # (224, 224) metres above the table, empty cells 0
+    masks: dict  # object index -> (224, 224) uint8 footprint, objects in the workspace
+    goal_mask: np.ndarray | None  # (224, 224) uint8 0/255, or None when goal-agnostic
+
+    @property
+    def push_allowed(self) -> np.ndarray:
+        """SPEC 5: pushes start where no object is."""
+        occupied = np.zeros(self.depth_heightmap.shape, dtype=bool)
+        for mask in self.masks.values():
+            occupied |= mask > 0
+        return ~occupied & (self.depth_heightmap <= utils.OBJECT_HEIGHT_THRESHOLD_M)
+
+
+@dataclass
+class Pending:
+    """The last executed action, waiting for the next observation to be labelled."""
+    obs: Observation
+    primitive: str
+    action: tuple[int, int, int]
+    predicted: float
+    is_exploit: bool
+    use_heuristic: bool
+    grasp_success: bool
+    grasp_obj: int
+    goal_obj: int
+    push_step: int
+    episode: int
+    best_goal_grasp_q_before: float
+    occupancy_before: float
+
+
+@dataclass
+class Progress:
+    """Every counter the loop needs to resume exactly; saved as JSON beside the snapshots."""
+    iteration: int = 0
+    trials_finished: int = 0
+    episode: int = 0
+    push_step: int = 0
+    no_change_count: int = 0
+    no_change_in_a_row: dict = field(default_factory=lambda: {"push": 0, "grasp": 0})
+    grasp_failures_in_a_row: int = 0
+    goal_obj: int = 0
+    goal_successes: list = field(default_factory=list)  # last 100 grasp outcomes on the goal
+    rng_state: dict = field(default_factory=dict)
+
+
+def masked_max(q: np.ndarray, mask: np.ndarray | None) -> float:
+    """Max of (R, H, W) Q values over the pixels of a (H, W) mask; 0 for an empty mask."""
+    if mask is None:
+        return float(np.max(q))
+    region = mask > 0
+    return float(np.max(q[:, region])) if region.any() else 0.0
+
+
+def best_action(q: np.ndarray, allowed: np.ndarray | None) -> tuple[tuple[int, int, int], float]:
+    """Argmax of (R, H, W) Q values over allowed pixels; the whole map when none is allowed."""
+    if allowed is not None and allowed.any():
+        q = np.where(allowed[None], q, -np.inf)
+    index = np.unravel_index(int(np.argmax(q)), q.shape)
+    return tuple(int(i) for i in index), float(q[index])
+
+
+def random_action(allowed: np.ndarray, rng: np.random.Generator) -> tuple[int, int, int]:
+    rows, cols = np.nonzero(allowed)
+    if rows.size == 0:
+        rows, cols = np.nonzero(np.ones_like(allowed, dtype=bool))
+    pick = int(rng.integers(rows.size))
+    return int(rng.integers(utils.NUM_ROTATIONS)), int(rows[pick]), int(cols[pick])
+
+
+PRIMITIVE_CODE = {"push": 0, "grasp": 1}
+
+
+# ==============================================================================================
+# The loop
+# ==============================================================================================
+class Runner:
+    """Owns the robot, the learner and the logs for one run; `run()` is the whole loop."""
+
+    def __init__(self, cfg: Config) -> None:
+        import logger as logger_mod
+
+        check_config(cfg)
+        self.cfg = cfg
+        self.training = not cfg.is_testing
+        self.goal_conditioned = cfg.is_goal_conditioned
+        self.progress = Progress()
+        self.rng = np.random.default_rng(cfg.random_seed)
+        self.test_case = None
+        if cfg.test_preset_cases or cfg.test_preset_file:
+            from simulation.test_cases import load_test_case
+
+            self.test_case = load_test_case(cfg.test_preset_file, mesh_dir=cfg.obj_mesh_dir or None)
+        self.logger = logger_mod.Logger(continue_logging=cfg.continue_logging,
+                                        logging_directory=cfg.logging_directory or None,
+                                        base_directory=cfg.logs_dir)
+        self.trainer = self._make_trainer() if cfg.policy == "learned" else None
+        if cfg.continue_logging:
+            self._resume()
+        self.progress.goal_obj = self._initial_goal()
+        self.robot = Robot(make_backend(cfg, self.test_case), utils.WORKSPACE_LIMITS_M, cfg.heightmap_resolution)
+        self.logger.save_config(dataclasses.asdict(cfg))
+        self.logger.save_camera_info(self.robot.intrinsics, self.robot.camera_pose, self.robot.depth_scale)
+        self.logger.save_heightmap_info(utils.WORKSPACE_LIMITS_M, cfg.heightmap_resolution)
+        self.pending: Pending | None = None
+        self._new_scene()
+
+    # --- set-up helpers -----------------------------------------------------------------------
+    def _make_trainer(self):
+        from trainer import Trainer, TrainerConfig
+
+        cfg = self.cfg
+        trainer = Trainer(TrainerConfig(
+            stage=cfg.stage, goal_conditioned=self.goal_conditioned, backbone=cfg.backbone,
+            device=cfg.device, future_reward_discount=cfg.future_reward_discount,
+            alternating_training=cfg.alternating_training, cooperative_training=cfg.cooperative_training,
+            pretrained_weights=cfg.pretrained_weights or None, precision=cfg.precision,
+            is_testing=cfg.is_testing, seed=cfg.random_seed,
+            explore_snapshot_file=cfg.explore_snapshot_file if cfg.load_explore_snapshot else None))
+        if cfg.load_snapshot:
+            trainer.load_snapshot(cfg.snapshot_file)
+            print(f"loaded snapshot {cfg.snapshot_file}")
+        return trainer
+
+    def _initial_goal(self) -> int:
+        if not self.goal_conditioned:
+            return -1
+        goal = self.cfg.goal_obj_idx
+        if goal < 0:
+            goal = self.test_case.goal_obj_idx if self.test_case is not None and self.test_case.goal_obj_idx is not None else 0
+        count = len(self.test_case.objects) if self.test_case is not None else self.cfg.num_obj
+        if not 0 <= goal < count:
+            raise UserError(f"goal index {goal} is out of range: the scene has {count} objects (0..{count - 1})")
+        return goal
+
+    def _state_path(self) -> Path:
+        return Path(self.logger.base_directory) / "models" / f"state.{self.cfg.stage}"
+
+    def _save_state(self) -> None:
+        """Snapshot, backup and resume state (trainer, replay, counters, random generator)."""
+        self.progress.rng_state = self.rng.bit_generator.state
+        state_dir = self._state_path()
+        state_dir.mkdir(parents=True, exist_ok=True)
+        if self.trainer is not None and self.training:
+            self.trainer.save_state(state_dir)
+        tmp = state_dir / "progress.json.tmp"
+        tmp.write_text(json.dumps(dataclasses.asdict(self.progress), default=_json_default))
+        os.replace(tmp, state_dir / "progress.json")
+
+    def _resume(self) -> None:
+        rows = self.logger.num_rows("executed-action")
+        progress_file = self._state_path() / "progress.json"
+        if progress_file.is_file():
+            saved = json.loads(progress_file.read_text())
+            self.progress = Progress(**saved)
+            self.rng.bit_generator.state = saved["rng_state"]
+            if self.trainer is not None and self.training:
+                self.trainer.load_state(self._state_path())
+            if saved["iteration"] != rows:
+                print(f"notice: the logs have {rows} rows but the saved state is from iteration "
+                      f"{saved['iteration']}: continuing at {rows} (the run was not stopped cleanly)",
+                      file=sys.stderr)
+        self.progress.iteration = rows
+        self.progress.trials_finished = self.logger.num_rows("clearance")
+        print(f"resuming session {self.logger.base_directory} at iteration {rows}")
+
+    # --- scene ----------------------------------------------------------------------------------
+    def _new_scene(self) -> None:
+        if self.test_case is not None:
+            self.robot.backend.load_test_case(self.test_case)
+        else:
+            self.robot.reset_scene(self.rng)
+        self.progress.no_change_count = 0
+        self.progress.no_change_in_a_row = {"push": 0, "grasp": 0}
+        self.progress.grasp_failures_in_a_row = 0
+        self.progress.push_step = 0
+        self.progress.episode += 1
+        if self.goal_conditioned:
+            self.progress.goal_obj = self._initial_goal()
+        self.pending = None
+
+    def _end_trial(self, reason: str) -> None:
+        self.logger.append("clearance", [self.progress.iteration])
+        self.progress.trials_finished += 1
+        print(f"trial {self.progress.trials_finished} ended at iteration {self.progress.iteration}: {reason}")
+
+    def observe(self) -> Observation:
+        color, depth, color_hm, raw_depth_hm = self.robot.get_heightmaps()
+        depth_hm = utils.valid_depth(raw_depth_hm)
+        masks = self.robot.object_masks(color_hm, depth_hm)
+        goal_mask = None
+        if self.goal_conditioned:
+            goal_mask = masks.get(self.progress.goal_obj, np.zeros(depth_hm.shape, dtype=np.uint8))
+        return Observation(color, depth, color_hm, depth_hm, masks, goal_mask)
+
+    def run(self) -> None:
+        cfg = self.cfg
+        while True:
+            if self.training and cfg.max_iterations and self.progress.iteration >= cfg.max_iterations:
+                break
+            if not self.training and self.progress.trials_finished >= cfg.max_test_trials:
+                break
+            obs = self.observe()
+            goal_visible = obs.goal_mask is None or bool(obs.goal_mask.any())
+            goal_was_grasped = self.pending is not None and self.pending.grasp_success and \
+                self.pending.grasp_obj == self.pending.goal_obj
+            if self.goal_conditioned and self.training and goal_was_grasped and len(obs.masks) > 0:
+                # Training goes on in the same scene with a new goal (SPEC 5 resets only when the
+                # goal leaves the workspace); the label below then bootstraps from the new goal.
+                self.progress.goal_obj = int(self.rng.choice(sorted(obs.masks)))
+                obs.goal_mask = obs.masks[self.progress.goal_obj]
+                goal_visible = True
+            reset_reason = self._reset_reason(obs, goal_visible)
+            push_q = grasp_q = None
+            if self.trainer is not None and (reset_reason is None or (self.training and self.pending is not None)):
+                push_q, grasp_q = self.trainer.forward(obs.color_heightmap, obs.depth_heightmap, obs.goal_mask)
+            if self.pending is not None:
+                self._label_and_learn(self.pending, obs, push_q, grasp_q)
+                self.pending = None
+                if self.progress.iteration % cfg.snapshot_interval == 0:
+                    self._snapshot()
+            if reset_reason is not None:
+                self._end_trial(reset_reason)
+                if not self.training and self.progress.trials_finished >= cfg.max_test_trials:
+                    break
+                self._new_scene()
+                continue
+            self._act(obs, push_q, grasp_q)
+        self._save_state()
+        if self.trainer is not None and self.training:
+            self._snapshot()
+
+    def _reset_reason(self, obs: Observation, goal_visible: bool) -> str | None:
+        p = self.progress
+        if utils.occupied_pixels(obs.depth_heightmap) < EMPTY_TABLE_PIXELS[not self.training]:
+            return "the table is (nearly) empty"
+        if p.no_change_count > NO_CHANGE_RESET:
+            return f"more than {NO_CHANGE_RESET} actions changed nothing"
+        if self.goal_conditioned and not goal_visible:
+            if self.pending is not None and self.pending.grasp_success and self.pending.grasp_obj == self.pending.goal_obj:
+                return "goal grasped"
+            return "the goal left the workspace"
+        if not self.training and p.grasp_failures_in_a_row >= self.cfg.max_goal_grasp_failures:
+            return f"{p.grasp_failures_in_a_row} failed grasps in a row"
+        return None
+
+    # --- choosing and acting ------------------------------------------------------------------
+    def _explore_probability(self) -> float:
+        from trainer import explore_probability
+
+        return explore_probability(self.progress.iteration, self.cfg.explore_rate_decay)
+
+    def _choose(self, obs: Observation, push_q, grasp_q) -> tuple[str, tuple[int, int, int], float, bool, bool]:
+        """(primitive, action, predicted Q, is_exploit, use_heuristic) per stage (SPEC 5)."""
+        cfg, p, rng = self.cfg, self.progress, self.rng
+        if self.goal_conditioned:  # SPEC 5: goal-conditioned grasps land inside the goal mask
+            grasp_allowed = obs.goal_mask > 0
+        else:
+            grasp_allowed = obs.depth_heightmap > utils.OBJECT_HEIGHT_THRESHOLD_M
+        push_allowed = obs.push_allowed
+        if self.trainer is None:
+            return self._choose_heuristic(obs, grasp_allowed, push_allowed)
+
+        best_goal_grasp_q = masked_max(grasp_q, obs.goal_mask if self.goal_conditioned else None)
+        occupancy = utils.occupancy_ratio(obs.goal_mask, obs.depth_heightmap) if self.goal_conditioned else 0.0
+        explore = self.training and rng.random() < self._explore_probability()
+        if cfg.stage == "grasp_only":
+            primitive = "grasp"
+        elif cfg.stage == "push_only":
+            primitive = "grasp" if (p.push_step >= cfg.max_push_episode_length
+                                    or best_goal_grasp_q > cfg.grasp_reward_threshold) else "push"
+        elif self.goal_conditioned:
+            primitive = "push" if (best_goal_grasp_q < GOAL_GRASP_Q_TO_GRASP or occupancy > GOAL_OCCUPANCY_TO_PUSH) else "grasp"
+        else:
+            from trainer import choose_primitive_goal_agnostic
+
+            primitive = choose_primitive_goal_agnostic(float(push_q.max()), float(grasp_q.max()), cfg.is_testing)
+            if explore:  # VPG explores the choice of primitive, not the pixel
+                primitive = "push" if rng.random() < 0.5 else "grasp"
+                explore = False
+
+        allowed = push_allowed if primitive == "push" else grasp_allowed
+        q = push_q if primitive == "push" else grasp_q
+        if cfg.heuristic_bootstrap and self.training and p.no_change_in_a_row[primitive] >= HEURISTIC_AFTER_NO_CHANGE:
+            p.no_change_in_a_row[primitive] = 0
+            action = (utils.push_heuristic if primitive == "push" else utils.grasp_heuristic)(obs.depth_heightmap, allowed)
+            return primitive, action, float(q[action]), False, True
+        if primitive == "grasp" and cfg.grasp_explore and self.training and \
+                rng.random() < grasp_explore_probability(p.iteration):
+            explore_q = self.trainer.explore_grasp_q(obs.color_heightmap, obs.depth_heightmap)
+            action, _ = best_action(explore_q, allowed)
+            return primitive, action, float(q[action]), False, False
+        if explore:
+            action = random_action(allowed, rng)
+            return primitive, action, float(q[action]), False, False
+        action, value = best_action(q, allowed)
+        return primitive, action, value, True, False
+
+    def _choose_heuristic(self, obs: Observation, grasp_allowed, push_allowed):
+        """--policy heuristic: grasp inside the goal mask, push when the goal is crowded."""
+        primitive = "grasp"
+        if self.goal_conditioned:
+            occupancy = utils.occupancy_ratio(obs.goal_mask, obs.depth_heightmap)
+            near_goal = utils.dilate(obs.goal_mask > 0, GOAL_RING_FOR_PUSHES_PX) & push_allowed
+            if occupancy > GOAL_OCCUPANCY_TO_PUSH and self.progress.no_change_in_a_row["push"] < 2:
+                action = utils.push_heuristic(obs.depth_heightmap, near_goal)
+                if near_goal[action[1], action[2]]:
+                    return "push", action, 0.0, True, True
+        elif self.progress.no_change_in_a_row["grasp"] >= 2:
+            return "push", utils.push_heuristic(obs.depth_heightmap, push_allowed), 0.0, True, True
+        return primitive, utils.grasp_heuristic(obs.depth_heightmap, grasp_allowed), 0.0, True, True
+
+    def _act(self, obs: Observation, push_q, grasp_q) -> None:
+        cfg, p = self.cfg, self.progress
+        primitive, action, predicted, is_exploit, use_heuristic = self._choose(obs, push_q, grasp_q)
+        best_goal_grasp_q = masked_max(grasp_q, obs.goal_mask) if (grasp_q is not None and self.goal_conditioned) else 0.0
+        occupancy = utils.occupancy_ratio(obs.goal_mask, obs.depth_heightmap) if self.goal_conditioned else 0.0
+        if cfg.save_visualizations:
+            self._visualize(obs, primitive, action, push_q, grasp_q)
+        self.logger.save_images(p.iteration, obs.color_image, obs.depth_image, "0")
+        self.logger.save_heightmaps(p.iteration, obs.color_heightmap, obs.depth_heightmap, "0")
+        grasp_success, grasp_obj = False, -1
+        if primitive == "push":
+            self.robot.push(action, obs.depth_heightmap)
+            p.push_step += 1
+        else:
+            result = self.robot.grasp(action, obs.depth_heightmap)
+            grasp_success, grasp_obj = result.success, result.object_index
+        goal_grasped = grasp_success and grasp_obj == p.goal_obj
+        print(f"iteration {p.iteration}: {primitive} at rot {action[0]} (row {action[1]}, col {action[2]}) "
+              f"Q {predicted:.3f}{' explore' if not is_exploit else ''}{' heuristic' if use_heuristic else ''}"
+              + (f" -> {'grasped object ' + str(grasp_obj) if grasp_success else 'missed'}"
+                 f"{' (goal)' if goal_grasped else ''}" if primitive == "grasp" else ""))
+        self.pending = Pending(obs, primitive, action, predicted, is_exploit, use_heuristic, grasp_success,
+                               grasp_obj, p.goal_obj, p.push_step, p.episode, best_goal_grasp_q, occupancy)
+        if primitive == "grasp":
+            if self.goal_conditioned:
+                p.grasp_failures_in_a_row = 0 if goal_grasped else p.grasp_failures_in_a_row + 1
+                p.goal_successes = (p.goal_successes + [int(goal_grasped)])[-100:]
+            else:
+                p.grasp_failures_in_a_row = 0 if grasp_success else p.grasp_failures_in_a_row + 1
+                p.goal_successes = (p.goal_successes + [int(grasp_success)])[-100:]
+            if cfg.stage == "push_only":  # a grasp ends the push episode
+                p.push_step = 0
+                p.episode += 1
+
+    # --- labels and learning --------------------------------------------------------------------
+    def _label_and_learn(self, pending: Pending, obs: Observation, push_q, grasp_q) -> None:
+        from trainer import compute_reward_and_label
+
+        cfg, p = self.cfg, self.progress
+        if self.goal_conditioned:
+            change, change_pixels = utils.goal_change_detected(
+                pending.obs.depth_heightmap, obs.depth_heightmap, pending.obs.goal_mask)
+            # The goal mask of the state being labelled, applied to the next state's maps.
+            next_goal_mask = obs.goal_mask
+        else:
+            change, change_pixels = utils.agnostic_change_detected(
+                pending.obs.depth_heightmap, obs.depth_heightmap, pending.grasp_success)
+            next_goal_mask = None
+        has_next = push_q is not None
+        next_push_max = float(push_q.max()) if has_next else 0.0
+        next_grasp_max = float(grasp_q.max()) if has_next else 0.0
+        next_goal_grasp_max = masked_max(grasp_q, next_goal_mask) if has_next and next_goal_mask is not None else 0.0
+        improved = next_goal_grasp_max - pending.best_goal_grasp_q_before
+        occupancy_now = utils.occupancy_ratio(obs.goal_mask, obs.depth_heightmap) if self.goal_conditioned else 0.0
+        decreased_occupancy = pending.occupancy_before - occupancy_now
+        goal_grasped = pending.grasp_success and pending.grasp_obj == pending.goal_obj
+        reward, label = compute_reward_and_label(
+            stage=cfg.stage, goal_conditioned=self.goal_conditioned, primitive=pending.primitive,
+            grasp_success=pending.grasp_success, goal_grasped=goal_grasped, change_detected=change,
+            improved_grasp_reward=improved, decreased_occupancy=decreased_occupancy,
+            pre_push_goal_grasp_q=pending.best_goal_grasp_q_before, next_push_max=next_push_max,
+            next_grasp_max=next_grasp_max, next_goal_grasp_max=next_goal_grasp_max,
+            alternating_training=cfg.alternating_training, gamma=cfg.future_reward_discount)
+
+        if change:
+            p.no_change_count = 0
+            p.no_change_in_a_row[pending.primitive] = 0
+        else:
+            p.no_change_count += 1
+            p.no_change_in_a_row[pending.primitive] += 1
+
+        log = self.logger
+        log.append("executed-action", [PRIMITIVE_CODE[pending.primitive], *pending.action])
+        log.append("label-value", [label])
+        log.append("reward-value", [reward])
+        log.append("predicted-value", [pending.predicted])
+        log.append("is-exploit", [int(pending.is_exploit)])
+        log.append("use-heuristic", [int(pending.use_heuristic)])
+        log.append("grasp-obj", [pending.grasp_obj])
+        log.append("goal-obj", [pending.goal_obj])
+        log.append("grasp-success", [int(pending.grasp_success)])
+        log.append("push-step", [pending.push_step])
+        log.append("episode", [pending.episode])
+        log.append("change-detected", [int(change), change_pixels])
+        log.append("improved-grasp-reward", [improved])
+        log.append("occupancy", [pending.occupancy_before, occupancy_now])
+        p.iteration += 1
+        it = p.iteration
+        if pending.primitive == "grasp" and p.goal_successes:
+            log.scalar("grasp/goal_success_rate_last100" if self.goal_conditioned else "grasp/success_rate_last100",
+                       float(np.mean(p.goal_successes)), it)
+        if pending.primitive == "push":
+            log.scalar("push/improved_grasp_reward", improved, it)
+            log.scalar("push/decreased_occupancy", decreased_occupancy, it)
+        log.scalar(f"{pending.primitive}/reward", reward, it)
+
+        if self.trainer is None or not self.training:
+            return
+        state = pending.obs
+        loss = self.trainer.backprop(state.color_heightmap, state.depth_heightmap, state.goal_mask,
+                                     pending.primitive, pending.action, label)
+        if loss is not None:
+            log.scalar(f"train/{pending.primitive}_loss", loss, it)
+        self.trainer.remember(state.color_heightmap, state.depth_heightmap, state.goal_mask, pending.primitive,
+                              pending.action, label, reward, pending.predicted, it - 1)
+        if cfg.stage == "grasp_only" and self.goal_conditioned and pending.grasp_success and not goal_grasped \
+                and pending.grasp_obj in state.masks:
+            # Goal relabelling (SPEC 5): the grasped object was a fine goal for this very grasp.
+            relabel_mask = state.masks[pending.grasp_obj]
+            relabel_reward, relabel_label = compute_reward_and_label(
+                stage=cfg.stage, goal_conditioned=True, primitive="grasp", grasp_success=True, goal_grasped=True,
+                change_detected=change, improved_grasp_reward=0.0, decreased_occupancy=0.0,
+                pre_push_goal_grasp_q=0.0, next_push_max=next_push_max, next_grasp_max=next_grasp_max,
+                next_goal_grasp_max=next_goal_grasp_max, alternating_training=False, gamma=cfg.future_reward_discount)
+            self.trainer.backprop(state.color_heightmap, state.depth_heightmap, relabel_mask, "grasp",
+                                  pending.action, relabel_label)
+            self.trainer.remember(state.color_heightmap, state.depth_heightmap, relabel_mask, "grasp",
+                                  pending.action, relabel_label, relabel_reward, pending.predicted, it - 1)
+        if cfg.experience_replay:
+            self.trainer.replay_once(pending.primitive, reward, self.rng)
+
+    def _snapshot(self) -> None:
+        if self.trainer is None or not self.training:
+            return
+        it, stage = self.progress.iteration, self.cfg.stage
+        self.trainer.save_snapshot(self.logger.snapshot_path(it, stage))
+        self.trainer.save_snapshot(self.logger.backup_snapshot_path(stage))
+        self._save_state()
+
+    def _visualize(self, obs: Observation, primitive: str, action, push_q, grasp_q) -> None:
+        it = self.progress.iteration
+        if push_q is not None:
+            self.logger.save_visualization(it, "push", utils.affordance_grid(push_q, obs.color_heightmap, action if primitive == "push" else None))
+            self.logger.save_visualization(it, "grasp", utils.affordance_grid(grasp_q, obs.color_heightmap, action if primitive == "grasp" else None))
+        self.logger.save_visualization(it, "action", utils.draw_action(obs.color_heightmap, primitive, action, obs.goal_mask))
+
+    def close(self) -> None:
+        robot = getattr(self, "robot", None)
+        if robot is not None:
+            robot.close()
+        self.logger.close()
+
+
+def grasp_explore_probability(iteration: int) -> float:
+    """SPEC 5: --grasp_explore uses the explore model with probability max(0.8 * 0.998^t, 0.1)."""
+    return max(0.8 * 0.998 ** iteration, 0.1)
+
+
+def _json_default(value):
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    raise TypeError(f"cannot save {type(value).__name__} in progress.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_config(argv)
+    runner = None
+    try:
+        runner = Runner(cfg)
+        runner.run()
+        if cfg.is_testing:
+            import evaluate
+
+            print(evaluate.format_report(evaluate.evaluate_session(runner.logger.base_directory,
+                                                                   max_goal_grasp_failures=cfg.max_goal_grasp_failures)))
+        print(f"session directory: {runner.logger.base_directory}")
+        return 0
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if runner is not None:
+            runner._save_state()
+            print(f"\nstopped; resume with --continue_logging --logging_directory {runner.logger.base_directory}",
+                  file=sys.stderr)
+        return 130
+    finally:
+        if runner is not None:
+            runner.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

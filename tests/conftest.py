@@ -1,0 +1,10 @@
+"""Shared test set-up: headless rendering, one CPU thread per process, the project on sys.path."""
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))
+SHARED_UPSTREAM = PROJECT_ROOT.parent / "shared" / "upstream"
