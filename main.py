@@ -258,6 +258,10 @@ def random_action(allowed: np.ndarray, rng: np.random.Generator) -> tuple[int, i
 
 
 PRIMITIVE_CODE = {"push": 0, "grasp": 1}
+# One row per iteration in each of these transition logs (SPEC 7 plus three diagnostics).
+PER_ITERATION_LOGS = ("executed-action", "label-value", "reward-value", "predicted-value", "is-exploit",
+                      "use-heuristic", "grasp-obj", "goal-obj", "grasp-success", "push-step", "episode",
+                      "change-detected", "improved-grasp-reward", "occupancy")
 
 
 # ==============================================================================================
@@ -323,7 +327,7 @@ class Runner:
         return goal
 
     def _state_path(self) -> Path:
-        return Path(self.logger.base_directory) / "models" / f"state.{self.cfg.stage}"
+        return Path(self.logger.session_directory) / "models" / f"state.{self.cfg.stage}"
 
     def _save_state(self) -> None:
         """Snapshot, backup and resume state (trainer, replay, counters, random generator)."""
@@ -337,7 +341,12 @@ class Runner:
         os.replace(tmp, state_dir / "progress.json")
 
     def _resume(self) -> None:
-        rows = self.logger.num_rows("executed-action")
+        resume = self.logger.resume_state(PER_ITERATION_LOGS)
+        rows = resume["iteration"]
+        for name in resume["mismatched"]:
+            # A crash between two appends left this log short: pad it (append-only) so every
+            # log keeps one row per iteration.
+            self.logger.pad_to(name, rows)
         progress_file = self._state_path() / "progress.json"
         if progress_file.is_file():
             saved = json.loads(progress_file.read_text())
@@ -351,7 +360,7 @@ class Runner:
                       file=sys.stderr)
         self.progress.iteration = rows
         self.progress.trials_finished = self.logger.num_rows("clearance")
-        print(f"resuming session {self.logger.base_directory} at iteration {rows}")
+        print(f"resuming session {self.logger.session_directory} at iteration {rows}")
 
     # --- scene ----------------------------------------------------------------------------------
     def _new_scene(self) -> None:
@@ -571,20 +580,18 @@ class Runner:
             p.no_change_in_a_row[pending.primitive] += 1
 
         log = self.logger
-        log.append("executed-action", [PRIMITIVE_CODE[pending.primitive], *pending.action])
-        log.append("label-value", [label])
-        log.append("reward-value", [reward])
-        log.append("predicted-value", [pending.predicted])
-        log.append("is-exploit", [int(pending.is_exploit)])
-        log.append("use-heuristic", [int(pending.use_heuristic)])
-        log.append("grasp-obj", [pending.grasp_obj])
-        log.append("goal-obj", [pending.goal_obj])
-        log.append("grasp-success", [int(pending.grasp_success)])
-        log.append("push-step", [pending.push_step])
-        log.append("episode", [pending.episode])
-        log.append("change-detected", [int(change), change_pixels])
-        log.append("improved-grasp-reward", [improved])
-        log.append("occupancy", [pending.occupancy_before, occupancy_now])
+        row = {
+            "executed-action": [PRIMITIVE_CODE[pending.primitive], *pending.action],
+            "label-value": [label], "reward-value": [reward], "predicted-value": [pending.predicted],
+            "is-exploit": [int(pending.is_exploit)], "use-heuristic": [int(pending.use_heuristic)],
+            "grasp-obj": [pending.grasp_obj], "goal-obj": [pending.goal_obj],
+            "grasp-success": [int(pending.grasp_success)], "push-step": [pending.push_step],
+            "episode": [pending.episode], "change-detected": [int(change), change_pixels],
+            "improved-grasp-reward": [improved], "occupancy": [pending.occupancy_before, occupancy_now],
+        }
+        assert tuple(row) == PER_ITERATION_LOGS  # executed-action first: it counts the iterations
+        for name, values in row.items():
+            log.append(name, values)
         p.iteration += 1
         it = p.iteration
         if pending.primitive == "grasp" and p.goal_successes:
@@ -624,8 +631,8 @@ class Runner:
         if self.trainer is None or not self.training:
             return
         it, stage = self.progress.iteration, self.cfg.stage
-        self.trainer.save_snapshot(self.logger.snapshot_path(it, stage))
-        self.trainer.save_snapshot(self.logger.backup_snapshot_path(stage))
+        self.logger.save_snapshot(it, stage, self.trainer.save_snapshot)
+        self.logger.save_snapshot(None, stage, self.trainer.save_snapshot)
         self._save_state()
 
     def _visualize(self, obs: Observation, primitive: str, action, push_q, grasp_q) -> None:
@@ -664,9 +671,12 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.is_testing:
             import evaluate
 
-            print(evaluate.format_report(evaluate.evaluate_session(runner.logger.base_directory,
-                                                                   max_goal_grasp_failures=cfg.max_goal_grasp_failures)))
-        print(f"session directory: {runner.logger.base_directory}")
+            # Goal-oriented trials end at the goal; goal-agnostic ones are VPG clearance runs.
+            num_obj_complete = 1 if cfg.is_goal_conditioned else cfg.num_obj
+            print(evaluate.format_report(evaluate.evaluate_session(
+                runner.logger.session_directory, num_obj_complete=num_obj_complete,
+                max_goal_grasp_failures=cfg.max_goal_grasp_failures)))
+        print(f"session directory: {runner.logger.session_directory}")
         return 0
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -674,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if runner is not None:
             runner._save_state()
-            print(f"\nstopped; resume with --continue_logging --logging_directory {runner.logger.base_directory}",
+            print(f"\nstopped; resume with --continue_logging --logging_directory {runner.logger.session_directory}",
                   file=sys.stderr)
         return 130
     finally:
