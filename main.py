@@ -27,8 +27,10 @@ class Config:
     real: bool = _f(False, "drive a real UR5 + RealSense instead of a simulator (see real/README.md)")
     is_sim: bool = _f(True, "kept for the paper's command lines; use --real for the real robot")
     dry_run: bool = _f(False, "real robot: validate and log every motion but send none")
-    ur_host: str = _f("192.168.1.100", "real robot: UR controller address")
-    calibration_file: str = _f("real/camera_pose.txt", "real robot: camera-to-base pose from `python -m real.calibrate`")
+    robot_ip: str = _f("192.168.1.10", "real robot: UR controller address (the Robotiq URCap listens there too)")
+    calibration_dir: str = _f("real", "real robot: folder of camera_pose.txt from `python -m real.calibrate`")
+    replay_camera_dir: str = _f("", "real robot dry run: replay colour/depth frames from this folder "
+                                    "(a session's data/ folder works); default a synthetic empty table")
     coppeliasim_host: str = _f("127.0.0.1", "CoppeliaSim ZMQ remote API host")
     coppeliasim_port: int = _f(23000, "CoppeliaSim ZMQ remote API port")
     obj_mesh_dir: str = _f("", "folder of .obj meshes (default: the project's generated toy blocks)")
@@ -159,12 +161,27 @@ def check_config(cfg: Config) -> None:
         raise UserError("--alternating_training belongs to --stage push_only (README, stage 3)")
 
 
+def make_real_backend(cfg: Config):
+    """UR5 + Robotiq + RealSense; a dry run validates every motion against a replayed camera."""
+    from real import calibration
+    from real.ur5 import UR5Config, open_ur5_backend
+
+    config = UR5Config(host=cfg.robot_ip, heightmap_resolution_m=cfg.heightmap_resolution)
+    camera = None
+    if cfg.dry_run:
+        from real.camera import FileCamera, SyntheticTableCamera
+
+        pose = calibration.load_camera_pose(Path(cfg.calibration_dir) / calibration.CAMERA_POSE_FILE)
+        intrinsics = np.array([[618.62, 0, 320], [0, 618.62, 240], [0, 0, 1.0]])
+        camera = (FileCamera(cfg.replay_camera_dir, intrinsics) if cfg.replay_camera_dir
+                  else SyntheticTableCamera(intrinsics, pose, table_z_m=float(utils.WORKSPACE_LIMITS_M[2][0])))
+    return open_ur5_backend(config, dry_run=cfg.dry_run, camera=camera, calibration_dir=cfg.calibration_dir)
+
+
 def make_backend(cfg: Config, test_case=None):
     """The one place that knows which backend is behind the Robot."""
     limits = utils.WORKSPACE_LIMITS_M
     if cfg.real:
-        from real.ur5 import make_real_backend
-
         return make_real_backend(cfg)
     if cfg.sim == "coppeliasim":
         from simulation.coppeliasim import CoppeliaSimBackend
