@@ -125,14 +125,19 @@ import time
 
 import numpy as np
 
+# torch must be imported before MuJoCo creates its EGL context: importing it afterwards
+# (torchvision -> torch._dynamo -> triton -> cuda.bindings) segfaults with Mesa's EGL.
+import torchvision  # noqa: F401,E402
+
 import utils
 from robot import Robot
+from trainer import (GOAL_OCCUPANCY_THRESHOLD, Outcome, Transition, best_pixel, choose_primitive_goal_agnostic,
+                     choose_primitive_goal_conditioned, choose_primitive_push_only, explore_probability,
+                     grasp_explore_probability, masked_max, reward_and_label)
 from utils import UserError
 
 NO_CHANGE_RESET = 10  # SPEC 5: new scene after more than 10 no-change actions
 EMPTY_TABLE_PIXELS = {False: 300, True: 10}  # SPEC 5: training / testing
-GOAL_GRASP_Q_TO_GRASP = 1.5  # SPEC 5, stage push_grasp
-GOAL_OCCUPANCY_TO_PUSH = 0.3
 HEURISTIC_AFTER_NO_CHANGE = 2
 GOAL_RING_FOR_PUSHES_PX = 30  # heuristic policy: pushes start this close to the goal
 
@@ -250,23 +255,8 @@ class Progress:
     rng_state: dict = field(default_factory=dict)
 
 
-def masked_max(q: np.ndarray, mask: np.ndarray | None) -> float:
-    """Max of (R, H, W) Q values over the pixels of a (H, W) mask; 0 for an empty mask."""
-    if mask is None:
-        return float(np.max(q))
-    region = mask > 0
-    return float(np.max(q[:, region])) if region.any() else 0.0
-
-
-def best_action(q: np.ndarray, allowed: np.ndarray | None) -> tuple[tuple[int, int, int], float]:
-    """Argmax of (R, H, W) Q values over allowed pixels; the whole map when none is allowed."""
-    if allowed is not None and allowed.any():
-        q = np.where(allowed[None], q, -np.inf)
-    index = np.unravel_index(int(np.argmax(q)), q.shape)
-    return tuple(int(i) for i in index), float(q[index])
-
-
 def random_action(allowed: np.ndarray, rng: np.random.Generator) -> tuple[int, int, int]:
+    """Exploration: a random rotation and a random allowed pixel."""
     rows, cols = np.nonzero(allowed)
     if rows.size == 0:
         rows, cols = np.nonzero(np.ones_like(allowed, dtype=bool))
@@ -294,6 +284,9 @@ class Runner:
         self.cfg = cfg
         self.training = not cfg.is_testing
         self.goal_conditioned = cfg.is_goal_conditioned
+        # Goal-conditioned testing and training in push_grasp use the push_only rules of SPEC 5
+        # (push rewarded by the grasp net's improvement); goal-agnostic push_grasp is VPG's.
+        self.reward_stage = "push_only" if (self.goal_conditioned and cfg.stage == "push_grasp") else cfg.stage
         self.progress = Progress()
         self.rng = np.random.default_rng(cfg.random_seed)
         self.test_case = None
@@ -324,11 +317,10 @@ class Runner:
             stage=cfg.stage, goal_conditioned=self.goal_conditioned, backbone=cfg.backbone,
             device=cfg.device, future_reward_discount=cfg.future_reward_discount,
             alternating_training=cfg.alternating_training, cooperative_training=cfg.cooperative_training,
-            pretrained_weights=cfg.pretrained_weights or None, precision=cfg.precision,
-            is_testing=cfg.is_testing, seed=cfg.random_seed,
+            pretrained_weights=cfg.pretrained_weights or "auto", precision=cfg.precision, seed=cfg.random_seed,
+            snapshot_file=cfg.snapshot_file if cfg.load_snapshot else None,
             explore_snapshot_file=cfg.explore_snapshot_file if cfg.load_explore_snapshot else None))
         if cfg.load_snapshot:
-            trainer.load_snapshot(cfg.snapshot_file)
             print(f"loaded snapshot {cfg.snapshot_file}")
         return trainer
 
@@ -460,11 +452,6 @@ class Runner:
         return None
 
     # --- choosing and acting ------------------------------------------------------------------
-    def _explore_probability(self) -> float:
-        from trainer import explore_probability
-
-        return explore_probability(self.progress.iteration, self.cfg.explore_rate_decay)
-
     def _choose(self, obs: Observation, push_q, grasp_q) -> tuple[str, tuple[int, int, int], float, bool, bool]:
         """(primitive, action, predicted Q, is_exploit, use_heuristic) per stage (SPEC 5)."""
         cfg, p, rng = self.cfg, self.progress, self.rng
@@ -478,18 +465,17 @@ class Runner:
 
         best_goal_grasp_q = masked_max(grasp_q, obs.goal_mask if self.goal_conditioned else None)
         occupancy = utils.occupancy_ratio(obs.goal_mask, obs.depth_heightmap) if self.goal_conditioned else 0.0
-        explore = self.training and rng.random() < self._explore_probability()
+        explore = rng.random() < explore_probability(p.iteration, cfg.explore_rate_decay, not self.training)
         if cfg.stage == "grasp_only":
             primitive = "grasp"
         elif cfg.stage == "push_only":
-            primitive = "grasp" if (p.push_step >= cfg.max_push_episode_length
-                                    or best_goal_grasp_q > cfg.grasp_reward_threshold) else "push"
+            primitive = choose_primitive_push_only(best_goal_grasp_q, p.push_step, cfg.grasp_reward_threshold,
+                                                   cfg.max_push_episode_length)
         elif self.goal_conditioned:
-            primitive = "push" if (best_goal_grasp_q < GOAL_GRASP_Q_TO_GRASP or occupancy > GOAL_OCCUPANCY_TO_PUSH) else "grasp"
+            primitive = choose_primitive_goal_conditioned(best_goal_grasp_q, occupancy)
         else:
-            from trainer import choose_primitive_goal_agnostic
-
-            primitive = choose_primitive_goal_agnostic(float(push_q.max()), float(grasp_q.max()), cfg.is_testing)
+            primitive = choose_primitive_goal_agnostic(
+                float(push_q.max()), float(grasp_q.max()), cfg.is_testing)
             if explore:  # VPG explores the choice of primitive, not the pixel
                 primitive = "push" if rng.random() < 0.5 else "grasp"
                 explore = False
@@ -501,14 +487,14 @@ class Runner:
             action = (utils.push_heuristic if primitive == "push" else utils.grasp_heuristic)(obs.depth_heightmap, allowed)
             return primitive, action, float(q[action]), False, True
         if primitive == "grasp" and cfg.grasp_explore and self.training and \
-                rng.random() < grasp_explore_probability(p.iteration):
+                rng.random() < grasp_explore_probability(p.iteration, cfg.explore_rate_decay):
             explore_q = self.trainer.explore_grasp_q(obs.color_heightmap, obs.depth_heightmap)
-            action, _ = best_action(explore_q, allowed)
+            action, _ = best_pixel(explore_q, allowed if allowed.any() else None)
             return primitive, action, float(q[action]), False, False
         if explore:
             action = random_action(allowed, rng)
             return primitive, action, float(q[action]), False, False
-        action, value = best_action(q, allowed)
+        action, value = best_pixel(q, allowed if allowed.any() else None)
         return primitive, action, value, True, False
 
     def _choose_heuristic(self, obs: Observation, grasp_allowed, push_allowed):
@@ -517,7 +503,7 @@ class Runner:
         if self.goal_conditioned:
             occupancy = utils.occupancy_ratio(obs.goal_mask, obs.depth_heightmap)
             near_goal = utils.dilate(obs.goal_mask > 0, GOAL_RING_FOR_PUSHES_PX) & push_allowed
-            if occupancy > GOAL_OCCUPANCY_TO_PUSH and self.progress.no_change_in_a_row["push"] < 2:
+            if occupancy > GOAL_OCCUPANCY_THRESHOLD and self.progress.no_change_in_a_row["push"] < 2:
                 action = utils.push_heuristic(obs.depth_heightmap, near_goal)
                 if near_goal[action[1], action[2]]:
                     return "push", action, 0.0, True, True
@@ -561,8 +547,6 @@ class Runner:
 
     # --- labels and learning --------------------------------------------------------------------
     def _label_and_learn(self, pending: Pending, obs: Observation, push_q, grasp_q) -> None:
-        from trainer import compute_reward_and_label
-
         cfg, p = self.cfg, self.progress
         if self.goal_conditioned:
             change, change_pixels = utils.goal_change_detected(
@@ -581,13 +565,12 @@ class Runner:
         occupancy_now = utils.occupancy_ratio(obs.goal_mask, obs.depth_heightmap) if self.goal_conditioned else 0.0
         decreased_occupancy = pending.occupancy_before - occupancy_now
         goal_grasped = pending.grasp_success and pending.grasp_obj == pending.goal_obj
-        reward, label = compute_reward_and_label(
-            stage=cfg.stage, goal_conditioned=self.goal_conditioned, primitive=pending.primitive,
-            grasp_success=pending.grasp_success, goal_grasped=goal_grasped, change_detected=change,
-            improved_grasp_reward=improved, decreased_occupancy=decreased_occupancy,
-            pre_push_goal_grasp_q=pending.best_goal_grasp_q_before, next_push_max=next_push_max,
-            next_grasp_max=next_grasp_max, next_goal_grasp_max=next_goal_grasp_max,
-            alternating_training=cfg.alternating_training, gamma=cfg.future_reward_discount)
+        outcome = Outcome(grasp_success=pending.grasp_success, goal_grasped=goal_grasped, change_detected=change,
+                          improved_grasp_q=improved, decreased_occupancy=decreased_occupancy,
+                          pre_push_grasp_q=pending.best_goal_grasp_q_before, next_max_push_q=next_push_max,
+                          next_max_grasp_q=next_goal_grasp_max if self.goal_conditioned else next_grasp_max)
+        reward, label = reward_and_label(self.reward_stage, pending.primitive, outcome,
+                                         cfg.future_reward_discount, cfg.alternating_training)
 
         if change:
             p.no_change_count = 0
@@ -626,23 +609,22 @@ class Runner:
                                      pending.primitive, pending.action, label)
         if loss is not None:
             log.scalar(f"train/{pending.primitive}_loss", loss, it)
-        self.trainer.remember(state.color_heightmap, state.depth_heightmap, state.goal_mask, pending.primitive,
-                              pending.action, label, reward, pending.predicted, it - 1)
+        self.trainer.remember(Transition(state.color_heightmap, state.depth_heightmap, state.goal_mask,
+                                         pending.primitive, pending.action, label, reward, pending.predicted, it - 1))
         if cfg.stage == "grasp_only" and self.goal_conditioned and pending.grasp_success and not goal_grasped \
                 and pending.grasp_obj in state.masks:
             # Goal relabelling (SPEC 5): the grasped object was a fine goal for this very grasp.
             relabel_mask = state.masks[pending.grasp_obj]
-            relabel_reward, relabel_label = compute_reward_and_label(
-                stage=cfg.stage, goal_conditioned=True, primitive="grasp", grasp_success=True, goal_grasped=True,
-                change_detected=change, improved_grasp_reward=0.0, decreased_occupancy=0.0,
-                pre_push_goal_grasp_q=0.0, next_push_max=next_push_max, next_grasp_max=next_grasp_max,
-                next_goal_grasp_max=next_goal_grasp_max, alternating_training=False, gamma=cfg.future_reward_discount)
+            relabel_reward, relabel_label = reward_and_label(
+                "grasp_only", "grasp", dataclasses.replace(outcome, goal_grasped=True), cfg.future_reward_discount)
             self.trainer.backprop(state.color_heightmap, state.depth_heightmap, relabel_mask, "grasp",
                                   pending.action, relabel_label)
-            self.trainer.remember(state.color_heightmap, state.depth_heightmap, relabel_mask, "grasp",
-                                  pending.action, relabel_label, relabel_reward, pending.predicted, it - 1)
+            self.trainer.remember(Transition(state.color_heightmap, state.depth_heightmap, relabel_mask, "grasp",
+                                             pending.action, relabel_label, relabel_reward, pending.predicted, it - 1))
         if cfg.experience_replay:
-            self.trainer.replay_once(pending.primitive, reward, self.rng)
+            replayed = self.trainer.replay(pending.primitive, reward, self.rng)
+            if replayed is not None:
+                log.scalar(f"train/{pending.primitive}_replay_loss", replayed.loss, it)
 
     def _snapshot(self) -> None:
         if self.trainer is None or not self.training:
@@ -664,11 +646,6 @@ class Runner:
         if robot is not None:
             robot.close()
         self.logger.close()
-
-
-def grasp_explore_probability(iteration: int) -> float:
-    """SPEC 5: --grasp_explore uses the explore model with probability max(0.8 * 0.998^t, 0.1)."""
-    return max(0.8 * 0.998 ** iteration, 0.1)
 
 
 def _json_default(value):

@@ -3,6 +3,9 @@ import os
 import sys
 from pathlib import Path
 
+# Before any MuJoCo renderer exists: importing torch after an EGL context segfaults (see main.py).
+import torchvision  # noqa: F401
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
