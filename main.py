@@ -60,7 +60,8 @@ class Config:
     max_push_episode_length: int = _f(5, "pushes before the grasp that ends a push_only episode")
     alternating_training: bool = _f(False, "push_only: freeze the push net and train the grasp net in pushed scenes")
     cooperative_training: bool = _f(False, "train the push and grasp nets together")
-    max_iterations: int = _f(0, "stop training cleanly after this many iterations (0: run until stopped)")
+    max_iterations: int = _f(0, "stop cleanly after this many iterations in all (0: run until stopped or, "
+                                "when testing, until --max_test_trials)")
 
     # --- testing
     is_testing: bool = _f(False, "test: no learning, trials end when the goal is grasped")
@@ -402,11 +403,7 @@ class Runner:
 
     def run(self) -> None:
         cfg = self.cfg
-        while True:
-            if self.training and cfg.max_iterations and self.progress.iteration >= cfg.max_iterations:
-                break
-            if not self.training and self.progress.trials_finished >= cfg.max_test_trials:
-                break
+        while not self._done():
             obs = self.observe()
             goal_visible = obs.goal_mask is None or bool(obs.goal_mask.any())
             goal_was_grasped = self.pending is not None and self.pending.grasp_success and \
@@ -428,14 +425,21 @@ class Runner:
                     self._snapshot()
             if reset_reason is not None:
                 self._end_trial(reset_reason)
-                if not self.training and self.progress.trials_finished >= cfg.max_test_trials:
-                    break
-                self._new_scene()
+                if not self._done():
+                    self._new_scene()
                 continue
+            if self._done():  # the last action is labelled; acting again would waste it
+                break
             self._act(obs, push_q, grasp_q)
         self._save_state()
         if self.trainer is not None and self.training:
             self._snapshot()
+
+    def _done(self) -> bool:
+        cfg = self.cfg
+        if cfg.max_iterations and self.progress.iteration >= cfg.max_iterations:
+            return True
+        return not self.training and self.progress.trials_finished >= cfg.max_test_trials
 
     def _reset_reason(self, obs: Observation, goal_visible: bool) -> str | None:
         p = self.progress

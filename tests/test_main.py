@@ -1,0 +1,155 @@
+"""The command lines of the paper's README, end to end on MuJoCo with the tiny backbone.
+
+Each run is a few iterations: enough to go through observe -> label -> learn -> choose -> act,
+snapshots, logs and resume, with every stage's flags. Runs in-process (torch imports once).
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import main
+import models
+from logger import read_log_file
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CASE = PROJECT_ROOT / "simulation" / "test-cases" / "test-10-obj-00.txt"
+GOAL = ["--grasp_goal_conditioned", "--goal_conditioned"]
+FAST = ["--backbone", "tiny", "--cpu", "--random_seed", "3"]
+
+
+def run(tmp_path: Path, *argv: str) -> Path:
+    """Run main.main in a fresh logs dir under tmp_path; returns the session directory."""
+    logs = tmp_path / "logs"
+    before = set(logs.iterdir()) if logs.is_dir() else set()
+    code = main.main([*argv, "--logs_dir", str(logs)])
+    assert code == 0
+    (session,) = set(logs.iterdir()) - before
+    return session
+
+
+def rows(session: Path, name: str) -> np.ndarray:
+    return read_log_file(session / "transitions" / f"{name}.log.txt")
+
+
+def tiny_snapshot(tmp_path: Path, architecture: str) -> Path:
+    path = tmp_path / f"{architecture}.pth"
+    models.save_snapshot(models.build_model(architecture, "tiny", pretrained="none", seed=0), path)
+    return path
+
+
+def assert_consistent_logs(session: Path, iterations: int) -> None:
+    for name in main.PER_ITERATION_LOGS:
+        assert len(rows(session, name)) == iterations, name
+
+
+def test_stage1_grasp_only(tmp_path):
+    session = run(tmp_path, "--stage", "grasp_only", "--num_obj", "3", *GOAL, "--goal_obj_idx", "1",
+                  "--experience_replay", "--explore_rate_decay", "--save_visualizations",
+                  "--max_iterations", "5", "--snapshot_interval", "2", *FAST)
+    assert_consistent_logs(session, 5)
+    assert set(rows(session, "executed-action")[:, 0]) == {1}  # grasps only
+    assert (session / "models" / "snapshot-000004.grasp_only.pth").is_file()
+    assert (session / "models" / "snapshot-backup.grasp_only.pth").is_file()
+    assert list((session / "visualizations").glob("*"))
+    # Grasp labels in stage 1: 0 for a miss, 1 + 0.5 * next goal grasp Q for the goal.
+    labels, rewards = rows(session, "label-value").ravel(), rows(session, "reward-value").ravel()
+    assert np.all(labels[rewards == 0] == 0)
+
+
+def test_stage1_with_explore_snapshot(tmp_path):
+    explore = tiny_snapshot(tmp_path, "goal_agnostic")
+    session = run(tmp_path, "--stage", "grasp_only", "--num_obj", "3", *GOAL, "--goal_obj_idx", "0",
+                  "--experience_replay", "--explore_rate_decay", "--grasp_explore", "--load_explore_snapshot",
+                  "--explore_snapshot_file", str(explore), "--max_iterations", "5", *FAST)
+    assert_consistent_logs(session, 5)
+
+
+def test_stage2_push_only(tmp_path):
+    snapshot = tiny_snapshot(tmp_path, "goal_conditioned")
+    # An untrained net's grasp Q is arbitrary: a high Qg makes the episode push until its length cap.
+    session = run(tmp_path, "--stage", "push_only", "--num_obj", "6", "--grasp_reward_threshold", "100", *GOAL,
+                  "--goal_obj_idx", "2", "--experience_replay", "--explore_rate_decay", "--load_snapshot",
+                  "--snapshot_file", str(snapshot), "--max_push_episode_length", "2", "--max_iterations", "5", *FAST)
+    assert_consistent_logs(session, 5)
+    primitives = rows(session, "executed-action")[:, 0]
+    # Episodes of 2 pushes then a grasp (unless a scene reset cut one short).
+    assert list(primitives[:3]) == [0, 0, 1]
+    # Push rewards follow SPEC 5: only -0.5, 0 or 0.5.
+    rewards = rows(session, "reward-value").ravel()
+    assert set(rewards[primitives == 0]) <= {-0.5, 0.0, 0.5}
+
+
+@pytest.mark.parametrize("half", ["grasp", "push"])
+def test_stage3_alternating_halves(tmp_path, half):
+    snapshot = tiny_snapshot(tmp_path, "goal_conditioned")
+    extra = ["--alternating_training"] if half == "grasp" else ["--grasp_reward_threshold", "1.8"]
+    session = run(tmp_path, "--stage", "push_only", *extra, "--num_obj", "6", *GOAL, "--goal_obj_idx", "1",
+                  "--experience_replay", "--explore_rate_decay", "--load_snapshot", "--snapshot_file", str(snapshot),
+                  "--max_iterations", "5", *FAST)
+    assert_consistent_logs(session, 5)
+
+
+def test_testing_on_a_preset_case_and_evaluate(tmp_path):
+    snapshot = tiny_snapshot(tmp_path, "goal_conditioned")
+    session = run(tmp_path, "--stage", "push_grasp", "--num_obj", "10", "--experience_replay", "--explore_rate_decay",
+                  "--is_testing", "--test_preset_cases", "--test_preset_file", str(CASE), "--load_snapshot",
+                  "--snapshot_file", str(snapshot), "--save_visualizations", *GOAL, "--max_test_trials", "1",
+                  "--max_iterations", "5", *FAST)
+    iterations = len(rows(session, "executed-action"))
+    assert 1 <= iterations <= 5
+    goal = int(open(CASE).read().split("goal_obj_idx:")[1].split()[0])
+    assert set(rows(session, "goal-obj").ravel()) == {goal}
+    # Testing does not learn: no snapshot is written.
+    assert not list((session / "models").glob("snapshot-*.pth"))
+
+
+def test_heuristic_policy_completes_a_preset_trial(tmp_path):
+    session = run(tmp_path, "--stage", "push_grasp", "--policy", "heuristic", "--is_testing", "--test_preset_cases",
+                  "--test_preset_file", str(CASE), *GOAL, "--max_test_trials", "1", "--max_iterations", "15")
+    import evaluate
+
+    result = evaluate.evaluate_session(session)
+    assert result["completion_pct"] == 100.0 and result["num_trials"] == 1
+
+
+def test_resume_continues_iterations_without_gaps(tmp_path):
+    common = ["--stage", "grasp_only", "--num_obj", "3", *GOAL, "--goal_obj_idx", "0", "--experience_replay",
+              "--explore_rate_decay", *FAST]
+    session = run(tmp_path, *common, "--max_iterations", "3")
+    progress_before = (session / "models" / "state.grasp_only" / "progress.json").read_text()
+    assert '"iteration": 3' in progress_before
+    code = main.main([*common, "--max_iterations", "6", "--continue_logging", "--logging_directory", str(session)])
+    assert code == 0
+    assert_consistent_logs(session, 6)
+    episodes = rows(session, "episode").ravel()
+    assert np.all(np.diff(episodes) >= 0)  # counters continued, not restarted
+    images = sorted(p.name for p in (session / "data" / "color-heightmaps").iterdir())
+    assert images == [f"{i:06d}.0.color.png" for i in range(6)]
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
+    logs = ["--logs_dir", str(tmp_path / "logs")]
+    bad_case = tmp_path / "bad.txt"
+    bad_case.write_text("4.obj 0.1 0.2 nope -0.5 0 0.03 0 0 0\n")
+    assert main.main(["--is_testing", "--test_preset_cases", "--test_preset_file", str(bad_case), "--policy",
+                      "heuristic", *GOAL, *logs]) == 2
+    assert "bad.txt" in _one_error_line(capsys)
+    assert main.main(["--is_testing", "--test_preset_cases", "--test_preset_file", str(CASE), "--policy", "heuristic",
+                      *GOAL, "--goal_obj_idx", "10", *logs]) == 2
+    assert "goal index 10" in _one_error_line(capsys)
+    assert main.main(["--load_snapshot", "--snapshot_file", str(tmp_path / "missing.pth"), *logs]) == 2
+    assert "missing.pth" in _one_error_line(capsys)
+    wrong = tiny_snapshot(tmp_path, "goal_agnostic")
+    assert main.main(["--stage", "grasp_only", *GOAL, "--load_snapshot", "--snapshot_file", str(wrong),
+                      "--max_iterations", "1", *FAST, *logs]) == 2
+    _one_error_line(capsys)
+    assert main.main(["--continue_logging", "--logging_directory", str(tmp_path / "nowhere"), *logs]) == 2
+    _one_error_line(capsys)
