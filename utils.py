@@ -54,8 +54,12 @@ def depth_to_camera_points(depth_m: np.ndarray, intrinsics: np.ndarray) -> np.nd
 
 
 def transform_points(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    """Apply a (4, 4) rigid transform to (N, 3) points."""
-    return points @ pose[:3, :3].T + pose[:3, 3]
+    """Apply a (4, 4) rigid transform to (N, 3) points.
+
+    einsum, not `@`: a 3-column matmul goes through multi-threaded OpenBLAS, which is 6x slower
+    on a busy 2-core machine (measured: 26 ms -> 170-250 ms per heightmap).
+    """
+    return np.einsum("ij,nj->ni", pose[:3, :3], points) + pose[:3, 3]
 
 
 def get_heightmap(color: np.ndarray, depth_m: np.ndarray, intrinsics: np.ndarray, camera_pose: np.ndarray,
