@@ -129,8 +129,11 @@ def load_session_logs(directory: str | os.PathLike, need_goal: bool = True) -> d
             raise UserError('clearance log must hold whole iteration numbers')
         clearance = c.astype(int)
     _check_clearance(clearance, num_rows)
+    # Trial ends that main.py marked aborted (a test run resumed mid-trial): left out of the metrics.
+    aborted_log = _load_log(transitions, 'aborted-trial', required=False)
+    aborted = np.zeros((0,), dtype=int) if aborted_log is None else aborted_log.reshape(-1).astype(int)
     return {'primitive': primitive, 'grasp_obj': grasp_obj, 'goal_obj': goal_obj,
-            'grasp_success': grasp_success, 'clearance': clearance}
+            'grasp_success': grasp_success, 'clearance': clearance, 'aborted': aborted}
 
 
 def _check_clearance(clearance: np.ndarray, num_rows: int) -> None:
@@ -158,7 +161,8 @@ def _mean(values: Sequence[float]) -> float | None:
 def evaluate_logs(primitive: np.ndarray, grasp_obj: np.ndarray, clearance: np.ndarray,
                   goal_obj: np.ndarray | None = None, grasp_success: np.ndarray | None = None,
                   num_obj_complete: int = 1,
-                  max_goal_grasp_failures: int = DEFAULT_MAX_GOAL_GRASP_FAILURES) -> dict[str, Any]:
+                  max_goal_grasp_failures: int = DEFAULT_MAX_GOAL_GRASP_FAILURES,
+                  aborted: np.ndarray | None = None) -> dict[str, Any]:
     """Compute per-trial and session metrics from per-action arrays (see the module docstring).
 
     Args:
@@ -169,6 +173,7 @@ def evaluate_logs(primitive: np.ndarray, grasp_obj: np.ndarray, clearance: np.nd
         grasp_success: (R,) 1 for a successful grasp, else 0; if None, grasp_obj >= 0 is used.
         num_obj_complete: target grasps that complete a trial (1: goal-oriented; N > 1: VPG).
         max_goal_grasp_failures: consecutive non-target grasps after which a trial has failed.
+        aborted: trial-end iterations of trials cut short by an interruption; skipped.
 
     Returns a JSON-ready dict; percentages are in percent (0..100), None where undefined.
     """
@@ -207,10 +212,15 @@ def evaluate_logs(primitive: np.ndarray, grasp_obj: np.ndarray, clearance: np.nd
 
     trials: list[dict[str, Any]] = []
     num_empty = 0
+    aborted_ends = set(int(a) for a in np.asarray(aborted if aborted is not None else [], dtype=int).ravel())
+    num_aborted = 0
     for start, end in zip(starts, clearance):
         start, end = int(start), int(end)
         if end == start:
             num_empty += 1  # two trial ends at one iteration: a reset without any action
+            continue
+        if end in aborted_ends:
+            num_aborted += 1
             continue
         g = is_grasp[start:end]
         hits = 0
@@ -288,6 +298,8 @@ def evaluate_logs(primitive: np.ndarray, grasp_obj: np.ndarray, clearance: np.nd
                      f'grasp counts as the target there')
     if num_empty:
         notes.append(f'{num_empty} empty trial(s) (trial end with no action) skipped')
+    if num_aborted:
+        notes.append(f'{num_aborted} aborted trial(s) (interrupted, then resumed) left out')
     if n == 0:
         notes.append('no finished trials: metrics are null')
     elif not done:
@@ -306,7 +318,7 @@ def evaluate_session(directory: str | os.PathLike, num_obj_complete: int = 1,
     result = evaluate_logs(logs['primitive'], logs['grasp_obj'], logs['clearance'],
                            goal_obj=logs['goal_obj'], grasp_success=logs['grasp_success'],
                            num_obj_complete=num_obj_complete,
-                           max_goal_grasp_failures=max_goal_grasp_failures)
+                           max_goal_grasp_failures=max_goal_grasp_failures, aborted=logs['aborted'])
     return {'session_directory': str(directory), **result}
 
 

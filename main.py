@@ -132,9 +132,9 @@ import torchvision  # noqa: F401,E402
 
 import utils
 from robot import Robot
-from trainer import (GOAL_OCCUPANCY_THRESHOLD, Outcome, Transition, best_pixel, choose_primitive_goal_agnostic,
+from trainer import (GOAL_OCCUPANCY_THRESHOLD, PUSH_ONLY_PUSH_PENALTY, Outcome, Transition, best_pixel, choose_primitive_goal_agnostic,
                      choose_primitive_goal_conditioned, choose_primitive_push_only, explore_probability,
-                     grasp_explore_probability, masked_max, reward_and_label)
+                     grasp_explore_probability, masked_max, relabel_grasp_transition, reward_and_label)
 from utils import UserError
 
 NO_CHANGE_RESET = 10  # SPEC 5: new scene after more than 10 no-change actions
@@ -163,6 +163,9 @@ def check_config(cfg: Config) -> None:
         raise UserError("--continue_logging needs --logging_directory")
     if cfg.is_testing and cfg.policy == "learned" and not cfg.load_snapshot:
         print("notice: testing without --load_snapshot uses untrained networks", file=sys.stderr)
+    if cfg.stage == "push_only" and not cfg.is_goal_conditioned:
+        raise UserError("--stage push_only rewards pushes by the goal's grasp Q and occupancy (SPEC 5): "
+                        "add --grasp_goal_conditioned --goal_conditioned")
     if cfg.alternating_training and cfg.stage != "push_only":
         raise UserError("--alternating_training belongs to --stage push_only (README, stage 3)")
 
@@ -345,6 +348,7 @@ class Runner:
         state_dir = self._state_path()
         state_dir.mkdir(parents=True, exist_ok=True)
         if self.trainer is not None and self.training:
+            self.trainer.iteration = self.progress.iteration
             self.trainer.save_state(state_dir)
         tmp = state_dir / "progress.json.tmp"
         tmp.write_text(json.dumps(dataclasses.asdict(self.progress), default=_json_default))
@@ -368,14 +372,24 @@ class Runner:
                 print(f"notice: the logs have {rows} rows but the saved state is from iteration "
                       f"{saved['iteration']}: continuing at {rows} (the run was not stopped cleanly)",
                       file=sys.stderr)
+        else:
+            print(f"notice: no saved state in {self._state_path()} (stopped before the first snapshot): "
+                  f"the networks, replay memory and counters start afresh at iteration {rows}", file=sys.stderr)
         self.progress.iteration = rows
-        self.progress.trials_finished = self.logger.num_rows("clearance")
+        trial_ends = resume["trial_ends"]
+        if not self.training and rows > (trial_ends[-1] if trial_ends else 0):
+            # The interrupted test trial cannot be continued (the scene is new): close it and mark
+            # it aborted so evaluate.py leaves it out instead of merging it into the next trial.
+            self.logger.append("clearance", [rows])
+            self.logger.append("aborted-trial", [rows])
+            print(f"notice: the test trial interrupted at iteration {rows} is recorded as aborted", file=sys.stderr)
+        self.progress.trials_finished = self.logger.num_rows("clearance") - self.logger.num_rows("aborted-trial")
         print(f"resuming session {self.logger.session_directory} at iteration {rows}")
 
     # --- scene ----------------------------------------------------------------------------------
     def _new_scene(self) -> None:
         if self.test_case is not None:
-            self.robot.backend.load_test_case(self.test_case)
+            self.robot.load_test_case(self.test_case)
         else:
             self.robot.reset_scene(self.rng)
         self.progress.no_change_count = 0
@@ -406,23 +420,28 @@ class Runner:
         while not self._done():
             obs = self.observe()
             goal_visible = obs.goal_mask is None or bool(obs.goal_mask.any())
-            goal_was_grasped = self.pending is not None and self.pending.grasp_success and \
-                self.pending.grasp_obj == self.pending.goal_obj
+            goal_was_grasped = self.pending is not None and self._is_target(
+                self.pending.grasp_success, self.pending.grasp_obj, self.pending.goal_obj)
             if self.goal_conditioned and self.training and goal_was_grasped and len(obs.masks) > 0:
                 # Training goes on in the same scene with a new goal (SPEC 5 resets only when the
                 # goal leaves the workspace); the label below then bootstraps from the new goal.
                 self.progress.goal_obj = int(self.rng.choice(sorted(obs.masks)))
                 obs.goal_mask = obs.masks[self.progress.goal_obj]
                 goal_visible = True
-            reset_reason = self._reset_reason(obs, goal_visible)
+            reset_reason = self._reset_reason(obs, goal_visible, goal_was_grasped)
+            if reset_reason is not None and self.pending is None and self.test_case is not None:
+                # Nothing was done in this preset scene yet: every trial would end the same way.
+                raise UserError(f"preset case {self.cfg.test_preset_file} cannot start: {reset_reason}")
             push_q = grasp_q = None
             if self.trainer is not None and (reset_reason is None or (self.training and self.pending is not None)):
                 push_q, grasp_q = self.trainer.forward(obs.color_heightmap, obs.depth_heightmap, obs.goal_mask)
             if self.pending is not None:
-                self._label_and_learn(self.pending, obs, push_q, grasp_q)
+                self._label_and_learn(self.pending, obs, push_q, grasp_q, goal_visible)
                 self.pending = None
                 if self.progress.iteration % cfg.snapshot_interval == 0:
                     self._snapshot()
+                # The labelling just counted this action's change (or not): check again.
+                reset_reason = reset_reason or self._reset_reason(obs, goal_visible, goal_was_grasped)
             if reset_reason is not None:
                 self._end_trial(reset_reason)
                 if not self._done():
@@ -441,14 +460,21 @@ class Runner:
             return True
         return not self.training and self.progress.trials_finished >= cfg.max_test_trials
 
-    def _reset_reason(self, obs: Observation, goal_visible: bool) -> str | None:
+    def _is_target(self, grasp_success: bool, grasp_obj: int, goal_obj: int) -> bool:
+        """A grasp that counts: of the goal when goal-conditioned, of anything otherwise."""
+        return grasp_success and (not self.goal_conditioned or grasp_obj == goal_obj)
+
+    def _reset_reason(self, obs: Observation, goal_visible: bool, goal_was_grasped: bool) -> str | None:
         p = self.progress
+        flown = self.robot.flown_off_objects()
+        if flown:
+            return f"object(s) {flown} flew off the table"
         if utils.occupied_pixels(obs.depth_heightmap) < EMPTY_TABLE_PIXELS[not self.training]:
             return "the table is (nearly) empty"
         if p.no_change_count > NO_CHANGE_RESET:
             return f"more than {NO_CHANGE_RESET} actions changed nothing"
         if self.goal_conditioned and not goal_visible:
-            if self.pending is not None and self.pending.grasp_success and self.pending.grasp_obj == self.pending.goal_obj:
+            if goal_was_grasped:
                 return "goal grasped"
             return "the goal left the workspace"
         if not self.training and p.grasp_failures_in_a_row >= self.cfg.max_goal_grasp_failures:
@@ -470,6 +496,7 @@ class Runner:
         best_goal_grasp_q = masked_max(grasp_q, obs.goal_mask if self.goal_conditioned else None)
         occupancy = utils.occupancy_ratio(obs.goal_mask, obs.depth_heightmap) if self.goal_conditioned else 0.0
         explore = rng.random() < explore_probability(p.iteration, cfg.explore_rate_decay, not self.training)
+        explored_primitive = False
         if cfg.stage == "grasp_only":
             primitive = "grasp"
         elif cfg.stage == "push_only":
@@ -482,7 +509,9 @@ class Runner:
                 float(push_q.max()), float(grasp_q.max()), cfg.is_testing)
             if explore:  # VPG explores the choice of primitive, not the pixel
                 primitive = "push" if rng.random() < 0.5 else "grasp"
-                explore = False
+                explore, explored_primitive = False, True
+        if cfg.stage == "push_only" and primitive == "grasp" and not cfg.alternating_training:
+            explore = False  # the episode-ending grasp is the frozen discriminator's own choice
 
         allowed = push_allowed if primitive == "push" else grasp_allowed
         q = push_q if primitive == "push" else grasp_q
@@ -490,16 +519,18 @@ class Runner:
             p.no_change_in_a_row[primitive] = 0
             action = (utils.push_heuristic if primitive == "push" else utils.grasp_heuristic)(obs.depth_heightmap, allowed)
             return primitive, action, float(q[action]), False, True
-        if primitive == "grasp" and cfg.grasp_explore and self.training and \
-                rng.random() < grasp_explore_probability(p.iteration, cfg.explore_rate_decay):
-            explore_q = self.trainer.explore_grasp_q(obs.color_heightmap, obs.depth_heightmap)
-            action, _ = best_pixel(explore_q, allowed if allowed.any() else None)
-            return primitive, action, float(q[action]), False, False
+        if primitive == "grasp" and cfg.grasp_explore and self.training:
+            # The explore model is stage 1's exploration (README): it replaces random grasps.
+            if rng.random() < grasp_explore_probability(p.iteration, cfg.explore_rate_decay):
+                explore_q = self.trainer.explore_grasp_q(obs.color_heightmap, obs.depth_heightmap)
+                action, _ = best_pixel(explore_q, allowed if allowed.any() else None)
+                return primitive, action, float(q[action]), False, False
+            explore = False
         if explore:
             action = random_action(allowed, rng)
             return primitive, action, float(q[action]), False, False
         action, value = best_pixel(q, allowed if allowed.any() else None)
-        return primitive, action, value, True, False
+        return primitive, action, value, not explored_primitive, False
 
     def _choose_heuristic(self, obs: Observation, grasp_allowed, push_allowed):
         """--policy heuristic: grasp inside the goal mask, push when the goal is crowded."""
@@ -531,7 +562,7 @@ class Runner:
         else:
             result = self.robot.grasp(action, obs.depth_heightmap)
             grasp_success, grasp_obj = result.success, result.object_index
-        goal_grasped = grasp_success and grasp_obj == p.goal_obj
+        goal_grasped = self._is_target(grasp_success, grasp_obj, p.goal_obj)
         print(f"iteration {p.iteration}: {primitive} at rot {action[0]} (row {action[1]}, col {action[2]}) "
               f"Q {predicted:.3f}{' explore' if not is_exploit else ''}{' heuristic' if use_heuristic else ''}"
               + (f" -> {'grasped object ' + str(grasp_obj) if grasp_success else 'missed'}"
@@ -550,7 +581,7 @@ class Runner:
                 p.episode += 1
 
     # --- labels and learning --------------------------------------------------------------------
-    def _label_and_learn(self, pending: Pending, obs: Observation, push_q, grasp_q) -> None:
+    def _label_and_learn(self, pending: Pending, obs: Observation, push_q, grasp_q, goal_visible: bool) -> None:
         cfg, p = self.cfg, self.progress
         if self.goal_conditioned:
             change, change_pixels = utils.goal_change_detected(
@@ -565,16 +596,21 @@ class Runner:
         next_push_max = float(push_q.max()) if has_next else 0.0
         next_grasp_max = float(grasp_q.max()) if has_next else 0.0
         next_goal_grasp_max = masked_max(grasp_q, next_goal_mask) if has_next and next_goal_mask is not None else 0.0
-        improved = next_goal_grasp_max - pending.best_goal_grasp_q_before
+        # Without a next forward (a test trial ends here) there is no measured improvement.
+        improved = next_goal_grasp_max - pending.best_goal_grasp_q_before if has_next else 0.0
         occupancy_now = utils.occupancy_ratio(obs.goal_mask, obs.depth_heightmap) if self.goal_conditioned else 0.0
         decreased_occupancy = pending.occupancy_before - occupancy_now
-        goal_grasped = pending.grasp_success and pending.grasp_obj == pending.goal_obj
+        goal_grasped = self._is_target(pending.grasp_success, pending.grasp_obj, pending.goal_obj)
         outcome = Outcome(grasp_success=pending.grasp_success, goal_grasped=goal_grasped, change_detected=change,
                           improved_grasp_q=improved, decreased_occupancy=decreased_occupancy,
                           pre_push_grasp_q=pending.best_goal_grasp_q_before, next_max_push_q=next_push_max,
                           next_max_grasp_q=next_goal_grasp_max if self.goal_conditioned else next_grasp_max)
         reward, label = reward_and_label(self.reward_stage, pending.primitive, outcome,
                                          cfg.future_reward_discount, cfg.alternating_training)
+        if self.goal_conditioned and pending.primitive == "push" and not goal_visible:
+            # The push threw the goal out of the workspace: a terminal failure, whatever the
+            # occupancy of a goal that is no longer there says (SPEC 5 is silent here).
+            reward = label = PUSH_ONLY_PUSH_PENALTY
 
         if change:
             p.no_change_count = 0
@@ -613,18 +649,18 @@ class Runner:
                                      pending.primitive, pending.action, label)
         if loss is not None:
             log.scalar(f"train/{pending.primitive}_loss", loss, it)
-        self.trainer.remember(Transition(state.color_heightmap, state.depth_heightmap, state.goal_mask,
-                                         pending.primitive, pending.action, label, reward, pending.predicted, it - 1))
+        transition = Transition(state.color_heightmap, state.depth_heightmap, state.goal_mask,
+                                pending.primitive, pending.action, label, reward, pending.predicted, it - 1)
+        self.trainer.remember(transition)
         if cfg.stage == "grasp_only" and self.goal_conditioned and pending.grasp_success and not goal_grasped \
                 and pending.grasp_obj in state.masks:
             # Goal relabelling (SPEC 5): the grasped object was a fine goal for this very grasp.
-            relabel_mask = state.masks[pending.grasp_obj]
-            relabel_reward, relabel_label = reward_and_label(
-                "grasp_only", "grasp", dataclasses.replace(outcome, goal_grasped=True), cfg.future_reward_discount)
-            self.trainer.backprop(state.color_heightmap, state.depth_heightmap, relabel_mask, "grasp",
-                                  pending.action, relabel_label)
-            self.trainer.remember(Transition(state.color_heightmap, state.depth_heightmap, relabel_mask, "grasp",
-                                             pending.action, relabel_label, relabel_reward, pending.predicted, it - 1))
+            # The grasped object is gone from the next state; training continues with the current goal there.
+            relabelled = relabel_grasp_transition(transition, state.masks[pending.grasp_obj],
+                                                  next_goal_grasp_max, cfg.future_reward_discount)
+            self.trainer.backprop(relabelled.color_heightmap, relabelled.depth_heightmap, relabelled.goal_mask,
+                                  "grasp", relabelled.action, relabelled.label)
+            self.trainer.remember(relabelled)
         if cfg.experience_replay:
             replayed = self.trainer.replay(pending.primitive, reward, self.rng)
             if replayed is not None:

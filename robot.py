@@ -101,6 +101,14 @@ class Backend(abc.ABC):
         """Objects still on the table, or None where the backend cannot tell (real robot)."""
         return None
 
+    def load_test_case(self, case) -> object:
+        """Build a preset scene (simulators only)."""
+        raise UserError(f"{type(self).__name__} cannot build preset test cases; arrange the objects by hand")
+
+    def flown_off_objects(self) -> list[int]:
+        """Indices of objects thrown far from the workspace (a physics blow-up); [] if unknown."""
+        return []
+
     def close(self) -> None:
         """Release connections and renderers."""
 
@@ -186,12 +194,15 @@ class Robot:
 
     def push(self, action: tuple[int, int, int], valid_depth_heightmap: np.ndarray) -> PushPlan:
         check_action(action, valid_depth_heightmap.shape)
+        # A NaN height would survive np.clip and reach the arm as a NaN target.
+        valid_depth_heightmap = np.nan_to_num(valid_depth_heightmap, nan=0.0)
         plan = plan_push(action, valid_depth_heightmap, self.workspace_limits_m, self.heightmap_resolution_m)
         self.backend.push(plan)
         return plan
 
     def grasp(self, action: tuple[int, int, int], valid_depth_heightmap: np.ndarray) -> GraspResult:
         check_action(action, valid_depth_heightmap.shape)
+        valid_depth_heightmap = np.nan_to_num(valid_depth_heightmap, nan=0.0)
         plan = plan_grasp(action, valid_depth_heightmap, self.workspace_limits_m, self.heightmap_resolution_m)
         return self.backend.grasp(plan)
 
@@ -203,6 +214,12 @@ class Robot:
 
     def num_objects_in_workspace(self) -> int | None:
         return self.backend.num_objects_in_workspace()
+
+    def load_test_case(self, case) -> object:
+        return self.backend.load_test_case(case)
+
+    def flown_off_objects(self) -> list[int]:
+        return self.backend.flown_off_objects()
 
     def close(self) -> None:
         self.backend.close()

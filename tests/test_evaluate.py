@@ -207,3 +207,17 @@ def test_zero_finished_trials_reports_null(tmp_path, capsys):
     assert data['num_trials'] == 0 and data['completion_pct'] is None
     assert data['motion_number'] is None and data['unfinished_trial_actions'] == 3
     assert not (d / 'evaluation.png').exists()
+
+
+def test_aborted_trials_are_left_out():
+    # Trial 0: rows 0-1, push then goal grasp (complete). Trial 1: rows 2-3, aborted after two
+    # failed grasps (a test run interrupted and resumed). Trial 2: row 4, a goal grasp.
+    primitive = np.array([0, 1, 1, 1, 1])
+    grasp_obj = np.array([-1, 3, -1, -1, 3])
+    goal_obj = np.array([3, 3, 3, 3, 3])
+    clearance = np.array([2, 4, 5])
+    with_abort = evaluate.evaluate_logs(primitive, grasp_obj, clearance, goal_obj=goal_obj, aborted=np.array([4]))
+    assert with_abort["num_trials"] == 2 and with_abort["completion_pct"] == 100.0
+    assert with_abort["motion_number"] == 1.5  # (2 + 1) / 2
+    without = evaluate.evaluate_logs(primitive, grasp_obj, clearance, goal_obj=goal_obj)
+    assert without["num_trials"] == 3 and without["completion_pct"] == pytest.approx(200 / 3)

@@ -153,3 +153,24 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     _one_error_line(capsys)
     assert main.main(["--continue_logging", "--logging_directory", str(tmp_path / "nowhere"), *logs]) == 2
     _one_error_line(capsys)
+
+
+def test_goal_agnostic_grasp_only_rewards_any_grasp(tmp_path):
+    """The goal-agnostic stage 1 trains the explore model: every held grasp earns reward 1."""
+    session = run(tmp_path, "--stage", "grasp_only", "--num_obj", "3", "--max_iterations", "4", *FAST)
+    rewards = rows(session, "reward-value").ravel()
+    assert np.array_equal(rewards, rows(session, "grasp-success").ravel().astype(float))
+    assert set(rows(session, "goal-obj").ravel()) == {-1}
+
+
+def test_resumed_test_run_marks_the_interrupted_trial_aborted(tmp_path):
+    import evaluate
+
+    common = ["--stage", "push_grasp", "--policy", "heuristic", "--is_testing", "--test_preset_cases",
+              "--test_preset_file", str(CASE), *GOAL, "--max_test_trials", "1"]
+    session = run(tmp_path, *common, "--max_iterations", "2")
+    assert not (session / "transitions" / "clearance.log.txt").exists()
+    assert main.main([*common, "--continue_logging", "--logging_directory", str(session)]) == 0
+    assert rows(session, "aborted-trial").ravel().tolist() == [2]
+    result = evaluate.evaluate_session(session)
+    assert result["num_trials"] == 1 and result["completion_pct"] == 100.0
