@@ -8,9 +8,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args, get_type_hints
+
+import numpy as np
+
+# torchvision must be imported before MuJoCo creates its EGL context: importing it afterwards
+# (torchvision -> torch._dynamo -> triton -> cuda.bindings) segfaults with Mesa's EGL.
+import torchvision  # noqa: F401
+
+import utils
+from robot import Robot
+from trainer import (GOAL_OCCUPANCY_THRESHOLD, PUSH_ONLY_PUSH_PENALTY, Outcome, Transition, best_pixel,
+                     choose_primitive_goal_agnostic, choose_primitive_goal_conditioned, choose_primitive_push_only,
+                     explore_probability, grasp_explore_probability, masked_max, relabel_grasp_transition,
+                     reward_and_label)
+from utils import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 STAGES = ("grasp_only", "push_only", "push_grasp")
@@ -119,24 +136,6 @@ def parse_config(argv: list[str] | None = None) -> Config:
 # ==============================================================================================
 # Set-up
 # ==============================================================================================
-import json
-import os
-import sys
-import time
-
-import numpy as np
-
-# torch must be imported before MuJoCo creates its EGL context: importing it afterwards
-# (torchvision -> torch._dynamo -> triton -> cuda.bindings) segfaults with Mesa's EGL.
-import torchvision  # noqa: F401,E402
-
-import utils
-from robot import Robot
-from trainer import (GOAL_OCCUPANCY_THRESHOLD, PUSH_ONLY_PUSH_PENALTY, Outcome, Transition, best_pixel, choose_primitive_goal_agnostic,
-                     choose_primitive_goal_conditioned, choose_primitive_push_only, explore_probability,
-                     grasp_explore_probability, masked_max, relabel_grasp_transition, reward_and_label)
-from utils import UserError
-
 NO_CHANGE_RESET = 10  # SPEC 5: new scene after more than 10 no-change actions
 EMPTY_TABLE_PIXELS = {False: 300, True: 10}  # SPEC 5: training / testing
 HEURISTIC_AFTER_NO_CHANGE = 2
@@ -257,15 +256,6 @@ class Progress:
     goal_obj: int = 0
     goal_successes: list = field(default_factory=list)  # last 100 grasp outcomes on the goal
     rng_state: dict = field(default_factory=dict)
-
-
-def random_action(allowed: np.ndarray, rng: np.random.Generator) -> tuple[int, int, int]:
-    """Exploration: a random rotation and a random allowed pixel."""
-    rows, cols = np.nonzero(allowed)
-    if rows.size == 0:
-        rows, cols = np.nonzero(np.ones_like(allowed, dtype=bool))
-    pick = int(rng.integers(rows.size))
-    return int(rng.integers(utils.NUM_ROTATIONS)), int(rows[pick]), int(cols[pick])
 
 
 PRIMITIVE_CODE = {"push": 0, "grasp": 1}
@@ -495,23 +485,21 @@ class Runner:
 
         best_goal_grasp_q = masked_max(grasp_q, obs.goal_mask if self.goal_conditioned else None)
         occupancy = utils.occupancy_ratio(obs.goal_mask, obs.depth_heightmap) if self.goal_conditioned else 0.0
-        explore = rng.random() < explore_probability(p.iteration, cfg.explore_rate_decay, not self.training)
-        explored_primitive = False
+        explored = False
         if cfg.stage == "grasp_only":
             primitive = "grasp"
         elif cfg.stage == "push_only":
             primitive = choose_primitive_push_only(best_goal_grasp_q, p.push_step, cfg.grasp_reward_threshold,
                                                    cfg.max_push_episode_length)
-        elif self.goal_conditioned:
-            primitive = choose_primitive_goal_conditioned(best_goal_grasp_q, occupancy)
         else:
-            primitive = choose_primitive_goal_agnostic(
-                float(push_q.max()), float(grasp_q.max()), cfg.is_testing)
-            if explore:  # VPG explores the choice of primitive, not the pixel
-                primitive = "push" if rng.random() < 0.5 else "grasp"
-                explore, explored_primitive = False, True
-        if cfg.stage == "push_only" and primitive == "grasp" and not cfg.alternating_training:
-            explore = False  # the episode-ending grasp is the frozen discriminator's own choice
+            if self.goal_conditioned:
+                primitive = choose_primitive_goal_conditioned(best_goal_grasp_q, occupancy)
+            else:
+                primitive = choose_primitive_goal_agnostic(float(push_q.max()), float(grasp_q.max()), cfg.is_testing)
+            # Epsilon-greedy as in VPG and the paper's code: only push_grasp explores, and it
+            # explores the choice of primitive; the pixel is always the net's best.
+            if rng.random() < explore_probability(p.iteration, cfg.explore_rate_decay, not self.training):
+                primitive, explored = ("push" if rng.random() < 0.5 else "grasp"), True
 
         allowed = push_allowed if primitive == "push" else grasp_allowed
         q = push_q if primitive == "push" else grasp_q
@@ -519,18 +507,15 @@ class Runner:
             p.no_change_in_a_row[primitive] = 0
             action = (utils.push_heuristic if primitive == "push" else utils.grasp_heuristic)(obs.depth_heightmap, allowed)
             return primitive, action, float(q[action]), False, True
-        if primitive == "grasp" and cfg.grasp_explore and self.training:
-            # The explore model is stage 1's exploration (README): it replaces random grasps.
-            if rng.random() < grasp_explore_probability(p.iteration, cfg.explore_rate_decay):
-                explore_q = self.trainer.explore_grasp_q(obs.color_heightmap, obs.depth_heightmap)
-                action, _ = best_pixel(explore_q, allowed if allowed.any() else None)
-                return primitive, action, float(q[action]), False, False
-            explore = False
-        if explore:
-            action = random_action(allowed, rng)
+        if primitive == "grasp" and cfg.grasp_explore and self.training and \
+                rng.random() < grasp_explore_probability(p.iteration, cfg.explore_rate_decay):
+            # Stage 1's exploration (paper README): the goal-agnostic explore model's best grasp
+            # inside the goal mask.
+            explore_q = self.trainer.explore_grasp_q(obs.color_heightmap, obs.depth_heightmap)
+            action, _ = best_pixel(explore_q, allowed if allowed.any() else None)
             return primitive, action, float(q[action]), False, False
         action, value = best_pixel(q, allowed if allowed.any() else None)
-        return primitive, action, value, not explored_primitive, False
+        return primitive, action, value, not explored, False
 
     def _choose_heuristic(self, obs: Observation, grasp_allowed, push_allowed):
         """--policy heuristic: grasp inside the goal mask, push when the goal is crowded."""

@@ -23,8 +23,8 @@ from logger import read_log_file  # noqa: E402
 def goal_success_rate(transitions: Path, rows: slice, exploit_only: bool = False) -> float:
     """Fraction of goal grasps among the rows (all actions are grasps in grasp_only).
 
-    exploit_only: only the greedy actions, i.e. what the policy has learned, without the
-    epsilon-greedy random grasps (epsilon = max(0.5 * 0.9998^t, 0.1): still 0.44 at t = 600).
+    exploit_only: only the greedy actions (no explore-model or random-primitive actions; stage 1
+    without --grasp_explore has none, so both figures agree).
     """
     grasp_obj = read_log_file(transitions / "grasp-obj.log.txt").reshape(-1)[rows]
     goal_obj = read_log_file(transitions / "goal-obj.log.txt").reshape(-1)[rows]

@@ -4,7 +4,7 @@ import pytest
 
 import robot
 import utils
-from utils import HEIGHTMAP_RESOLUTION_M, WORKSPACE_LIMITS_M
+from utils import WORKSPACE_LIMITS_M
 
 
 def test_heightmap_is_224_square_and_pixels_map_to_metres():
