@@ -174,3 +174,12 @@ def test_resumed_test_run_marks_the_interrupted_trial_aborted(tmp_path):
     assert rows(session, "aborted-trial").ravel().tolist() == [2]
     result = evaluate.evaluate_session(session)
     assert result["num_trials"] == 1 and result["completion_pct"] == 100.0
+
+
+def test_same_seed_same_run_on_the_cpu(tmp_path):
+    argv = ["--stage", "grasp_only", "--num_obj", "3", *GOAL, "--goal_obj_idx", "0", "--experience_replay",
+            "--max_iterations", "3", *FAST]
+    first = run(tmp_path / "a", *argv)
+    second = run(tmp_path / "b", *argv)
+    for name in ("executed-action", "label-value", "predicted-value", "grasp-obj"):
+        assert np.array_equal(rows(first, name), rows(second, name)), name
