@@ -288,14 +288,21 @@ class Runner:
             from simulation.test_cases import load_test_case
 
             self.test_case = load_test_case(cfg.test_preset_file, mesh_dir=cfg.obj_mesh_dir or None)
-        self.logger = logger_mod.Logger(continue_logging=cfg.continue_logging,
-                                        logging_directory=cfg.logging_directory or None,
-                                        base_directory=cfg.logs_dir)
+        self.progress.goal_obj = self._initial_goal()
         self.trainer = self._make_trainer() if cfg.policy == "learned" else None
+        # The session directory is made only once the networks and the robot are ready, so a
+        # bad snapshot or an unreachable robot leaves no empty session behind.
+        self.robot = Robot(make_backend(cfg, self.test_case), utils.WORKSPACE_LIMITS_M, cfg.heightmap_resolution)
+        try:
+            self.logger = logger_mod.Logger(continue_logging=cfg.continue_logging,
+                                            logging_directory=cfg.logging_directory or None,
+                                            base_directory=cfg.logs_dir)
+        except BaseException:
+            self.robot.close()
+            raise
         if cfg.continue_logging:
             self._resume()
-        self.progress.goal_obj = self._initial_goal()
-        self.robot = Robot(make_backend(cfg, self.test_case), utils.WORKSPACE_LIMITS_M, cfg.heightmap_resolution)
+            self.progress.goal_obj = self._initial_goal()
         self.logger.save_config(dataclasses.asdict(cfg))
         self.logger.save_camera_info(self.robot.intrinsics, self.robot.camera_pose, self.robot.depth_scale)
         self.logger.save_heightmap_info(utils.WORKSPACE_LIMITS_M, cfg.heightmap_resolution)
@@ -667,9 +674,7 @@ class Runner:
         self.logger.save_visualization(it, "action", utils.draw_action(obs.color_heightmap, primitive, action, obs.goal_mask))
 
     def close(self) -> None:
-        robot = getattr(self, "robot", None)
-        if robot is not None:
-            robot.close()
+        self.robot.close()
         self.logger.close()
 
 
