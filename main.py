@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -215,6 +216,11 @@ class Observation:
     depth_heightmap: np.ndarray  # (224, 224) metres above the table, empty cells 0
     masks: dict  # object index -> (224, 224) uint8 footprint, objects in the workspace
     goal_mask: np.ndarray | None  # (224, 224) uint8 0/255, or None when goal-agnostic
+
+    @functools.cached_property
+    def goal_occupancy(self) -> float:
+        """SPEC 3 occupancy ratio of the goal; 0 when goal-agnostic."""
+        return 0.0 if self.goal_mask is None else utils.occupancy_ratio(self.goal_mask, self.depth_heightmap)
 
     @property
     def push_allowed(self) -> np.ndarray:
@@ -479,7 +485,8 @@ class Runner:
         return None
 
     # --- choosing and acting ------------------------------------------------------------------
-    def _choose(self, obs: Observation, push_q, grasp_q) -> tuple[str, tuple[int, int, int], float, bool, bool]:
+    def _choose(self, obs: Observation, push_q, grasp_q,
+                best_goal_grasp_q: float) -> tuple[str, tuple[int, int, int], float, bool, bool]:
         """(primitive, action, predicted Q, is_exploit, use_heuristic) per stage (SPEC 5)."""
         cfg, p, rng = self.cfg, self.progress, self.rng
         if self.goal_conditioned:  # SPEC 5: goal-conditioned grasps land inside the goal mask
@@ -490,8 +497,6 @@ class Runner:
         if self.trainer is None:
             return self._choose_heuristic(obs, grasp_allowed, push_allowed)
 
-        best_goal_grasp_q = masked_max(grasp_q, obs.goal_mask if self.goal_conditioned else None)
-        occupancy = utils.occupancy_ratio(obs.goal_mask, obs.depth_heightmap) if self.goal_conditioned else 0.0
         explored = False
         if cfg.stage == "grasp_only":
             primitive = "grasp"
@@ -500,7 +505,7 @@ class Runner:
                                                    cfg.max_push_episode_length)
         else:
             if self.goal_conditioned:
-                primitive = choose_primitive_goal_conditioned(best_goal_grasp_q, occupancy)
+                primitive = choose_primitive_goal_conditioned(best_goal_grasp_q, obs.goal_occupancy)
             else:
                 primitive = choose_primitive_goal_agnostic(float(push_q.max()), float(grasp_q.max()), cfg.is_testing)
             # Epsilon-greedy as in VPG and the paper's code: only push_grasp explores, and it
@@ -528,7 +533,7 @@ class Runner:
         """--policy heuristic: grasp inside the goal mask, push when the goal is crowded."""
         primitive = "grasp"
         if self.goal_conditioned:
-            occupancy = utils.occupancy_ratio(obs.goal_mask, obs.depth_heightmap)
+            occupancy = obs.goal_occupancy
             near_goal = utils.dilate(obs.goal_mask > 0, GOAL_RING_FOR_PUSHES_PX) & push_allowed
             if occupancy > GOAL_OCCUPANCY_THRESHOLD and self.progress.no_change_in_a_row["push"] < 2:
                 action = utils.push_heuristic(obs.depth_heightmap, near_goal)
@@ -540,9 +545,8 @@ class Runner:
 
     def _act(self, obs: Observation, push_q, grasp_q) -> None:
         cfg, p = self.cfg, self.progress
-        primitive, action, predicted, is_exploit, use_heuristic = self._choose(obs, push_q, grasp_q)
         best_goal_grasp_q = masked_max(grasp_q, obs.goal_mask) if (grasp_q is not None and self.goal_conditioned) else 0.0
-        occupancy = utils.occupancy_ratio(obs.goal_mask, obs.depth_heightmap) if self.goal_conditioned else 0.0
+        primitive, action, predicted, is_exploit, use_heuristic = self._choose(obs, push_q, grasp_q, best_goal_grasp_q)
         if cfg.save_visualizations:
             self._visualize(obs, primitive, action, push_q, grasp_q)
         self.logger.save_images(p.iteration, obs.color_image, obs.depth_image, "0")
@@ -560,7 +564,7 @@ class Runner:
               + (f" -> {'grasped object ' + str(grasp_obj) if grasp_success else 'missed'}"
                  f"{' (goal)' if goal_grasped else ''}" if primitive == "grasp" else ""))
         self.pending = Pending(obs, primitive, action, predicted, is_exploit, use_heuristic, grasp_success,
-                               grasp_obj, p.goal_obj, p.push_step, p.episode, best_goal_grasp_q, occupancy)
+                               grasp_obj, p.goal_obj, p.push_step, p.episode, best_goal_grasp_q, obs.goal_occupancy)
         if primitive == "grasp":
             if self.goal_conditioned:
                 p.grasp_failures_in_a_row = 0 if goal_grasped else p.grasp_failures_in_a_row + 1
@@ -590,7 +594,7 @@ class Runner:
         next_goal_grasp_max = masked_max(grasp_q, next_goal_mask) if has_next and next_goal_mask is not None else 0.0
         # Without a next forward (a test trial ends here) there is no measured improvement.
         improved = next_goal_grasp_max - pending.best_goal_grasp_q_before if has_next else 0.0
-        occupancy_now = utils.occupancy_ratio(obs.goal_mask, obs.depth_heightmap) if self.goal_conditioned else 0.0
+        occupancy_now = obs.goal_occupancy
         decreased_occupancy = pending.occupancy_before - occupancy_now
         goal_grasped = self._is_target(pending.grasp_success, pending.grasp_obj, pending.goal_obj)
         outcome = Outcome(grasp_success=pending.grasp_success, goal_grasped=goal_grasped, change_detected=change,
