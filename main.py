@@ -26,12 +26,9 @@ import utils
 from robot import Robot
 from trainer import (GOAL_OCCUPANCY_THRESHOLD, PUSH_ONLY_PUSH_PENALTY, Outcome, Transition, best_pixel,
                      choose_primitive_goal_agnostic, choose_primitive_goal_conditioned, choose_primitive_push_only,
-                     explore_probability, grasp_explore_probability, masked_max, relabel_grasp_transition,
-                     reward_and_label)
+                     explore_probability, grasp_explore_probability, masked_max, random_primitive,
+                     relabel_grasp_transition, reward_and_label)
 from utils import UserError
-
-PROJECT_ROOT = Path(__file__).resolve().parent
-STAGES = ("grasp_only", "push_only", "push_grasp")
 
 
 def _f(default, help: str, **kw):
@@ -511,7 +508,7 @@ class Runner:
             # Epsilon-greedy as in VPG and the paper's code: only push_grasp explores, and it
             # explores the choice of primitive; the pixel is always the net's best.
             if rng.random() < explore_probability(p.iteration, cfg.explore_rate_decay, not self.training):
-                primitive, explored = ("push" if rng.random() < 0.5 else "grasp"), True
+                primitive, explored = random_primitive(rng), True
 
         allowed = push_allowed if primitive == "push" else grasp_allowed
         q = push_q if primitive == "push" else grasp_q
