@@ -17,15 +17,13 @@ API add-on, which listens on port 23000 by default):
   moved by setObjectPose in small steps while physics runs (a moving static shape is a kinematic
   body for the engine, so it pushes dynamic objects). Geometry is simulation.scene's.
 
-Semantics match simulation.mujoco_sim.MujocoSim: frames (world = robot base frame, metres),
-the gripper parked out of view between actions and teleported to its approach point (raised
-when occupied), descents that stop when the fingers meet an object, pushes at the reached height,
-and object indices = positions in the scene's object list (random spawn order or test-case lines),
-kept when an object is removed. The grasp check is contact-based: the fingers close
+The primitive sequences, the random drop, the masks and the scene API are simulation.base's,
+shared with simulation.mujoco_sim.MujocoSim; this module supplies the low-level moves. Frames:
+world = robot base frame, metres. The grasp check is contact-based: the fingers close
 symmetrically in 1 mm steps and stop when both touch something; success means both touch the same
-object before the gap falls under FINGER_CLOSED_GAP_M (SPEC section 6: fingers stopped before
-fully closing). A kinematic finger cannot hold by friction, so a grasped object is then frozen,
-carried up with the gripper and removed.
+object before the gap falls under twice base.FINGER_CLOSED_OPENING_M (SPEC section 6: fingers
+stopped before fully closing). A kinematic finger cannot hold by friction, so a grasped object is
+then frozen, carried up with the gripper and removed.
 
 What was NOT run against a live CoppeliaSim (none is available where this was written): every
 remote call. Written against the CoppeliaSim 4.6-4.9 API reference (argument order
@@ -51,16 +49,13 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-import utils
-from robot import (GRASP_APPROACH_HEIGHT_M, PUSH_APPROACH_HEIGHT_M, Backend, GraspPlan, GraspResult, PushPlan,
-                   clamp_to_workspace)
 from simulation import scene
-from simulation.objects import ObjectShape, ensure_blocks, list_mesh_files, load_object_shape, palette_color
-from simulation.test_cases import BELOW_TABLE_Z_M, PresetCase, SceneObject, read_test_case
+from simulation.base import FINGER_CLOSED_OPENING_M, TRAVEL_SPEED_M_S, SimulatorBackend
+from simulation.objects import ObjectShape, load_object_shape
+from simulation.test_cases import PresetCase, SceneObject
 from utils import HEIGHTMAP_RESOLUTION_M, WORKSPACE_LIMITS_M, UserError
 
 LOG = logging.getLogger(__name__)
@@ -70,27 +65,15 @@ DEFAULT_PORT = 23000
 PROBE_TIMEOUT_S = 1.0
 CONNECT_TIMEOUT_S = 10.0  # the first request (require 'sim') must answer within this
 CALL_TIMEOUT_S = 30.0  # any later request; a modal dialog in CoppeliaSim's window stalls it
+CLOSE_TIMEOUT_S = 5.0  # closing must not hang the end of a run on a dead simulator
 TIME_STEP_S = 0.005
 VISION_NEAR_M, VISION_FAR_M = 0.01, 10.0
 TABLE_TOP_Z_M = 0.001
 TABLE_X_RANGE_M, TABLE_Y_RANGE_M = scene.TABLE_X_RANGE_M, scene.TABLE_Y_RANGE_M  # as large as MujocoSim's
 TABLE_GRAY = scene.TABLE_RGBA[0]
-# Kinematic motion: distance per physics step (5 ms) -> 0.5 m/s travel, 0.2 m/s pushes like MuJoCo.
-TRAVEL_STEP_M = 0.0025
-PUSH_STEP_M = 0.001
+# Kinematic motion: the shared speeds (simulation.base) become a distance per physics step.
 FINGER_STEP_M = 0.001  # per finger per step while closing
-FINGER_CLOSED_GAP_M = 2 * 0.0015  # MujocoSim's FINGER_CLOSED_OPENING_M, for both fingers
-ENTER_RAISE_STEP_M = 0.05
 CANDIDATE_RADIUS_M = 0.25  # objects farther than this from a motion cannot touch the fingers
-DROP_MARGIN_M = 0.1
-DROP_CLEARANCE_M = 0.01
-DROP_INTERVAL_S = 0.15
-SETTLE_MAX_TIME_S = 2.0
-RESET_SETTLE_MAX_TIME_S = 3.0
-SETTLE_CHECK_STEPS = 10
-AT_REST_LINEAR_M_S = 0.01
-AT_REST_ANGULAR_RAD_S = 0.2
-MASK_DILATION_PX = 2
 OBJECT_DENSITY_KG_M3 = scene.OBJECT_DENSITY_KG_M3
 ALIAS_PREFIX = "gopg_"  # every object this backend creates; close() removes them
 
@@ -198,87 +181,53 @@ def finger_and_palm_poses(position_m: np.ndarray, yaw_rad: float, gap_m: float) 
     return poses[0], poses[1], palm
 
 
-def footprint_mask(parts_world_m: Sequence[np.ndarray], heightmap_shape: tuple[int, int],
-                   workspace_limits_m: np.ndarray = WORKSPACE_LIMITS_M,
-                   resolution_m: float = HEIGHTMAP_RESOLUTION_M, border_px: int = MASK_DILATION_PX) -> np.ndarray:
-    """(rows, cols) uint8 0/255: the filled top view of convex parts (world vertices), dilated.
-
-    Same rasterisation as MujocoSim.object_masks, so both simulators give the same masks.
-    """
-    rows, cols = heightmap_shape
-    mask = np.zeros((rows, cols), dtype=np.uint8)
-    xmin, ymin = workspace_limits_m[0][0], workspace_limits_m[1][0]
-    for world in parts_world_m:
-        # Cell (row, col) covers [col, col + 1) x [row, row + 1); OpenCV pixel centres are integers.
-        points = np.stack([(world[:, 0] - xmin) / resolution_m - 0.5, (world[:, 1] - ymin) / resolution_m - 0.5], axis=1)
-        hull = cv2.convexHull(np.round(points * 16).astype(np.int32))
-        cv2.fillConvexPoly(mask, hull, 255, lineType=cv2.LINE_8, shift=4)
-    if border_px > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * border_px + 1,) * 2)
-        mask = cv2.dilate(mask, kernel)
-    return mask
-
-
-def random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """A uniformly random (3, 3) rotation (normalised 4-D Gaussian quaternion, like MujocoSim)."""
-    quat = rng.normal(size=4)
-    return Rotation.from_quat(quat / np.linalg.norm(quat)).as_matrix()
-
-
 def _first(value: Any) -> Any:
     """The first return value of a remote call that may return one value or a tuple."""
     return value[0] if isinstance(value, (list, tuple)) else value
 
 
 # ---------------------------------------------------------------------------- the backend
-class CoppeliaSimBackend(Backend):
+class CoppeliaSimBackend(SimulatorBackend):
     """robot.Backend driving CoppeliaSim through coppeliasim-zmqremoteapi-client.
 
     host, port: where CoppeliaSim's ZMQ remote API listens (default localhost:23000).
-    obj_mesh_dir, num_obj, workspace_limits_m, heightmap_resolution_m, rng, objects: as
-    MujocoSim's. probe_timeout_s bounds the TCP probe of the port, connect_timeout_s the first
-    request, call_timeout_s every later one, so a stalled simulator (a modal dialog) gives a
-    UserError instead of hanging. sim: an already-connected `sim` object (tests pass a
-    double; nothing is probed then).
+    obj_mesh_dir, num_obj, workspace_limits_m, heightmap_resolution_m, rng, objects, test_case:
+    as MujocoSim's (no generator of its own: without rng, objects or a case the table starts
+    empty). probe_timeout_s bounds the TCP probe of the port, connect_timeout_s the first
+    request, call_timeout_s every later one and CLOSE_TIMEOUT_S the clean-up, so a stalled
+    simulator (a modal dialog) gives a UserError instead of hanging. sim: an already-connected
+    `sim` object (tests pass a double; nothing is probed then).
     """
+
+    SETTLE_CHECK_STEPS = 10  # 50 ms between at-rest checks
+    TABLE_TOP_Z_M = TABLE_TOP_Z_M
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, obj_mesh_dir: Path | str | None = None,
                  num_obj: int = 10, workspace_limits_m: np.ndarray = WORKSPACE_LIMITS_M,
                  heightmap_resolution_m: float = HEIGHTMAP_RESOLUTION_M, rng: np.random.Generator | int | None = None,
                  objects: Sequence[SceneObject] | None = None, probe_timeout_s: float = PROBE_TIMEOUT_S,
                  connect_timeout_s: float = CONNECT_TIMEOUT_S, call_timeout_s: float = CALL_TIMEOUT_S,
-                 sim: Any = None) -> None:
-        if num_obj < 1:
-            raise UserError(f"--num_obj must be at least 1, got {num_obj}")
+                 sim: Any = None, test_case: PresetCase | Path | str | None = None) -> None:
+        self._setup(obj_mesh_dir, num_obj, workspace_limits_m, heightmap_resolution_m)
         self.host, self.port = host, port
         self.where = f"{host}:{port}"
-        self.obj_mesh_dir = Path(obj_mesh_dir) if obj_mesh_dir is not None else ensure_blocks()
-        self.mesh_files = list_mesh_files(self.obj_mesh_dir)
-        self.num_obj = num_obj
-        self.workspace_limits_m = np.asarray(workspace_limits_m, dtype=float)
-        self.heightmap_resolution_m = heightmap_resolution_m
-        self.heightmap_shape = utils.heightmap_shape(self.workspace_limits_m, heightmap_resolution_m)
-        self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(0 if rng is None else rng)
         self.call_timeout_s = call_timeout_s
         self._client = None
         self._handles: list[int] = []  # objects of this backend's scene (table, sensor, gripper)
-        self._objects: list[SceneObject] = []
         self._object_handles: list[int | None] = []
-        self._shapes: list[ObjectShape] = []
         self._frame_offsets: list[np.ndarray] = []  # shape frame expressed in the mesh frame
-        self._gripper_position = np.array(scene.PARK_POSITION_M, dtype=float)
+        self._gripper_xyz = np.array(scene.PARK_POSITION_M, dtype=float)
         self._gripper_yaw = 0.0
         self._gap_m = 0.0
+        self._caught = -1
         self._time_step_s = TIME_STEP_S
+        self._steps_per_second = 1.0 / TIME_STEP_S
         if sim is None:
             sim = self._connect(probe_timeout_s, connect_timeout_s)
         self.sim = sim
         with self._remote("building the scene"):
             self._build_static_scene()
-        if objects is not None:
-            self.load_objects(objects)
-        else:
-            self.reset_scene(self.rng)
+        self._first_scene(rng, objects, test_case)
 
     # ------------------------------------------------------------------ connection
     def _connect(self, probe_timeout_s: float, connect_timeout_s: float) -> Any:
@@ -297,26 +246,44 @@ class CoppeliaSimBackend(Backend):
         # Without a receive timeout a dead or stalled simulator blocks the client forever, and
         # without LINGER 0 the interpreter would hang at exit on an unsent request.
         self._client.socket.setsockopt(zmq.LINGER, 0)
-        self._client.socket.setsockopt(zmq.RCVTIMEO, int(connect_timeout_s * 1000))
+        self._set_receive_timeout(self.call_timeout_s)
         with self._remote("connecting", connect_timeout_s):
-            sim = self._client.require("sim")
-        self._client.socket.setsockopt(zmq.RCVTIMEO, int(self.call_timeout_s * 1000))
-        return sim
+            return self._client.require("sim")
+
+    def _set_receive_timeout(self, seconds: float) -> float | None:
+        """Set the client socket's receive timeout; the previous one (s), None without a client."""
+        if self._client is None:
+            return None
+        import zmq
+
+        previous_ms = self._client.socket.getsockopt(zmq.RCVTIMEO)
+        self._client.socket.setsockopt(zmq.RCVTIMEO, int(seconds * 1000))
+        return previous_ms / 1000.0
 
     @contextlib.contextmanager
     def _remote(self, doing: str, timeout_s: float | None = None) -> Iterator[None]:
-        """Turn the client's timeout / broken-socket errors into one-line UserErrors."""
+        """Turn the client's timeout / broken-socket errors into one-line UserErrors.
+
+        timeout_s: the receive timeout for the calls inside (default call_timeout_s), so the
+        message's number is the one the socket really waited.
+        """
+        seconds = self.call_timeout_s if timeout_s is None else timeout_s
+        previous = self._set_receive_timeout(seconds) if timeout_s is not None else None
         try:
             yield
         except UserError:
             raise
         except Exception as error:
-            module = type(error).__module__
-            if module.startswith("zmq"):
-                seconds = timeout_s if timeout_s is not None else self.call_timeout_s
+            if type(error).__module__.startswith("zmq"):
                 raise UserError(f"CoppeliaSim at {self.where} did not answer within {seconds:g} s while {doing} "
                                 "(a dialog open in its window stalls it; restart it if it persists)") from None
             raise
+        finally:
+            if previous is not None:
+                self._set_receive_timeout(previous)
+
+    def _calls(self, doing: str):
+        return self._remote(doing)
 
     # ------------------------------------------------------------------ scene construction
     def _build_static_scene(self) -> None:
@@ -360,6 +327,7 @@ class CoppeliaSimBackend(Backend):
         # The step actually used (a version that refused ours keeps its own): motion speeds and
         # settle times are counted in steps of this length.
         self._time_step_s = float(sim.getSimulationTimeStep()) if hasattr(sim, "getSimulationTimeStep") else TIME_STEP_S
+        self._steps_per_second = 1.0 / self._time_step_s
 
     def _remove_leftovers(self) -> None:
         """Objects a previous run of this backend left (it crashed before close())."""
@@ -437,11 +405,6 @@ class CoppeliaSimBackend(Backend):
 
     # ------------------------------------------------------------------ Backend: camera
     @property
-    def intrinsics(self) -> np.ndarray:
-        return np.array([[scene.FOCAL_LENGTH_PX, 0.0, scene.IMAGE_WIDTH_PX / 2],
-                         [0.0, scene.FOCAL_LENGTH_PX, scene.IMAGE_HEIGHT_PX / 2], [0.0, 0.0, 1.0]])
-
-    @property
     def camera_pose(self) -> np.ndarray:
         return self._camera_pose.copy()
 
@@ -455,83 +418,13 @@ class CoppeliaSimBackend(Backend):
         return (rgb_buffer_to_image(image, resolution),
                 depth_buffer_to_metres(depth, depth_resolution, VISION_NEAR_M, VISION_FAR_M))
 
-    # ------------------------------------------------------------------ Backend: primitives
-    def push(self, plan: PushPlan) -> None:
-        """Closed fingers: approach above the start, descend (stop on contact), push, rise, park, settle."""
-        with self._remote("pushing"):
-            start, end = np.asarray(plan.start_m, float), np.asarray(plan.end_m, float)
-            above = clamp_to_workspace(start + [0, 0, PUSH_APPROACH_HEIGHT_M], self.workspace_limits_m)
-            self._enter(above, plan.yaw_rad, 0.0)
-            self._move(start, TRAVEL_STEP_M, stop_on_contact=True)
-            here = self._gripper_position
-            self._move(np.array([end[0], end[1], here[2]]), PUSH_STEP_M)
-            rise = clamp_to_workspace(self._gripper_position + [0, 0, PUSH_APPROACH_HEIGHT_M], self.workspace_limits_m)
-            self._move(rise, TRAVEL_STEP_M)
-            self._park()
-            self._settle(SETTLE_MAX_TIME_S)
-
-    def grasp(self, plan: GraspPlan) -> GraspResult:
-        """Open: approach, descend (stop on contact), close until both fingers touch, lift, remove."""
-        with self._remote("grasping"):
-            target = np.asarray(plan.position_m, float)
-            above = clamp_to_workspace(target + [0, 0, GRASP_APPROACH_HEIGHT_M], self.workspace_limits_m)
-            self._enter(above, plan.yaw_rad, 2 * scene.FINGER_TRAVEL_M)
-            self._move(target, TRAVEL_STEP_M, stop_on_contact=True)
-            caught = self._close_fingers()
-            if caught >= 0:
-                self._lift_with(caught, above)
-                self._remove_object(caught)
-            else:
-                self._move(above, TRAVEL_STEP_M)
-            self._set_gripper(self._gripper_position, self._gripper_yaw, 2 * scene.FINGER_TRAVEL_M)
-            self._park()
-            self._settle(SETTLE_MAX_TIME_S)
-        return GraspResult(caught >= 0, caught)
-
-    # ------------------------------------------------------------------ Backend: scene
-    def object_masks(self, color_heightmap: np.ndarray | None = None,
-                     depth_heightmap: np.ndarray | None = None) -> dict[int, np.ndarray]:
-        """Footprints from poses and convex parts (the images are unused), like MujocoSim's."""
-        with self._remote("reading object poses"):
-            poses = self._mesh_poses()
-        masks = {}
-        for index in self._indices_in_workspace(poses):
-            pose = poses[index]
-            parts = [v @ pose[:3, :3].T + pose[:3, 3] for v, _ in self._shapes[index].convex_parts]
-            masks[index] = footprint_mask(parts, self.heightmap_shape, self.workspace_limits_m, self.heightmap_resolution_m)
-        return masks
-
-    def reset_scene(self, rng: np.random.Generator) -> None:
-        """Drop num_obj random meshes one by one over the central workspace, then settle."""
-        with self._remote("resetting the scene"):
-            names = [str(n) for n in rng.choice(self.mesh_files, size=self.num_obj)]
-            objects = [SceneObject(name, tuple(palette_color(i)), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
-                       for i, name in enumerate(names)]
-            self._clear_objects()
-            limits = self.workspace_limits_m
-            for index, obj in enumerate(objects):
-                shape = load_object_shape(self.obj_mesh_dir / obj.mesh_file)
-                rotation = random_rotation(rng)
-                xy = rng.uniform(limits[:2, 0] + DROP_MARGIN_M, limits[:2, 1] - DROP_MARGIN_M)
-                lowest = min(float((v @ rotation.T)[:, 2].min()) for v, _ in shape.convex_parts)
-                pose = np.eye(4)
-                pose[:3, :3] = rotation
-                pose[:3, 3] = [xy[0], xy[1], self._pile_top_m() + DROP_CLEARANCE_M - lowest]
-                self._add_object(obj, shape, pose)
-                self._step_for(DROP_INTERVAL_S)
-            self._settle(RESET_SETTLE_MAX_TIME_S)
-
-    def num_objects_in_workspace(self) -> int:
-        with self._remote("reading object poses"):
-            return len(self._indices_in_workspace(self._mesh_poses()))
-
     def close(self) -> None:
         """Stop the simulation and remove everything this backend created (idempotent)."""
         sim, self.sim = getattr(self, "sim", None), None
         if sim is None:
             return
         try:
-            with self._remote("closing", 5.0):
+            with self._remote("closing", CLOSE_TIMEOUT_S):
                 sim.stopSimulation()
                 handles = [h for h in self._object_handles if h is not None] + self._handles
                 if handles:
@@ -542,89 +435,60 @@ class CoppeliaSimBackend(Backend):
             LOG.warning("%s", error)
         self._handles, self._object_handles = [], []
 
-    # ------------------------------------------------------------------ sim-only API (as MujocoSim)
-    def load_test_case(self, case: PresetCase | Path | str) -> PresetCase:
-        """Load a preset scene; objects below the table start removed."""
-        if not isinstance(case, PresetCase):
-            case = read_test_case(case, obj_mesh_dir=self.obj_mesh_dir, workspace_limits_m=self.workspace_limits_m)
-        self.load_objects(case.objects)
-        return case
-
-    def load_objects(self, objects: Sequence[SceneObject], settle: bool = True) -> None:
-        """Replace the scene by these objects at their poses (CoppeliaSim Euler angles), then settle."""
-        objects = list(objects)
-        if not objects:
-            raise UserError("a scene needs at least one object")
-        for obj in objects:
-            if not (self.obj_mesh_dir / obj.mesh_file).is_file():
-                raise UserError(f"mesh {obj.mesh_file} not found in {self.obj_mesh_dir}")
-        with self._remote("loading objects"):
-            self._clear_objects()
-            below_table_z = self.workspace_limits_m[2][0] + BELOW_TABLE_Z_M
-            for obj in objects:
-                shape = load_object_shape(self.obj_mesh_dir / obj.mesh_file)
-                pose = np.eye(4)
-                pose[:3, :3] = Rotation.from_euler("XYZ", obj.euler_rad).as_matrix()  # R = Rx Ry Rz
-                pose[:3, 3] = obj.position_m
-                self._add_object(obj, shape, pose, removed=obj.position_m[2] < below_table_z)
-            if settle:
-                self._settle(SETTLE_MAX_TIME_S)
-
-    @property
-    def removed(self) -> np.ndarray:
-        """(N,) bool: objects taken out of the scene (grasped, or below the table at load)."""
-        return np.array([h is None for h in self._object_handles], dtype=bool)
-
-    # ------------------------------------------------------------------ internals: objects
-    def _clear_objects(self) -> None:
+    # ------------------------------------------------------------------ objects (SimulatorBackend)
+    def _new_scene(self, objects: Sequence[SceneObject]) -> None:
         handles = [h for h in self._object_handles if h is not None]
         if handles:
             self.sim.removeObjects(handles)
-        self._objects, self._object_handles, self._shapes, self._frame_offsets = [], [], [], []
+        self._objects = list(objects)
+        self._shapes = [load_object_shape(self.obj_mesh_dir / obj.mesh_file) for obj in self._objects]
+        self._object_handles = [None] * len(self._objects)
+        self._frame_offsets = [np.eye(4) for _ in self._objects]
+        self._removed = np.ones(len(self._objects), dtype=bool)
 
-    def _add_object(self, obj: SceneObject, shape: ObjectShape, mesh_pose: np.ndarray, removed: bool = False) -> None:
-        index = len(self._objects)
-        self._objects.append(obj)
-        self._shapes.append(shape)
-        if removed:
-            self._object_handles.append(None)
-            self._frame_offsets.append(np.eye(4))
-            return
-        handle, offset = self._create_object(index, obj, shape)
-        self._object_handles.append(handle)
-        self._frame_offsets.append(offset)
-        self._set_pose(handle, mesh_pose @ offset)
+    def _place_object(self, index: int, position_m: np.ndarray, quat_wxyz: np.ndarray) -> None:
+        """Create the object's compound shape (the first time) and put it at this mesh-frame pose."""
+        if self._object_handles[index] is None:
+            handle, offset = self._create_object(index, self._objects[index], self._shapes[index])
+            self._object_handles[index], self._frame_offsets[index] = handle, offset
+        handle = self._object_handles[index]
+        self._set_pose(handle, _pose_matrix(position_m, quat_wxyz) @ self._frame_offsets[index])
         self.sim.resetDynamicObject(handle)  # forget the creation pose's (zero) velocity history
+        self._removed[index] = False
 
     def _remove_object(self, index: int) -> None:
         handle = self._object_handles[index]
         if handle is not None:
             self.sim.removeObjects([handle])
             self._object_handles[index] = None
+        self._removed[index] = True
 
-    def _mesh_poses(self) -> dict[int, np.ndarray]:
-        """Mesh-frame world poses (4, 4) of the objects still in the scene, by index."""
-        sim = self.sim
-        poses = {}
+    def _mesh_pose(self, index: int) -> np.ndarray:
+        """Mesh-frame world pose (4, 4) of an object in the scene."""
+        shape_pose = pose7_to_matrix(self.sim.getObjectPose(self._object_handles[index], self.sim.handle_world))
+        return shape_pose @ np.linalg.inv(self._frame_offsets[index])
+
+    def _object_positions(self) -> np.ndarray:
+        positions = np.full((len(self._objects), 3), np.nan)  # NaN: removed, never inside anything
         for index, handle in enumerate(self._object_handles):
             if handle is not None:
-                shape_pose = pose7_to_matrix(sim.getObjectPose(handle, sim.handle_world))
-                poses[index] = shape_pose @ np.linalg.inv(self._frame_offsets[index])
-        return poses
+                positions[index] = self._mesh_pose(index)[:3, 3]
+        return positions
 
-    def _indices_in_workspace(self, poses: dict[int, np.ndarray]) -> list[int]:
-        limits = self.workspace_limits_m
-        return [i for i, pose in poses.items()
-                if np.all(pose[:3, 3] >= limits[:, 0]) and np.all(pose[:3, 3] <= limits[:, 1])]
+    def _object_speeds(self) -> tuple[np.ndarray, np.ndarray]:
+        linear, angular = np.zeros(len(self._objects)), np.zeros(len(self._objects))
+        for index, handle in enumerate(self._object_handles):
+            if handle is not None:
+                v, w = self.sim.getObjectVelocity(handle)
+                linear[index], angular[index] = np.linalg.norm(v), np.linalg.norm(w)
+        return linear, angular
 
-    def _pile_top_m(self) -> float:
-        top = TABLE_TOP_Z_M
-        for index, pose in self._mesh_poses().items():
-            for vertices, _ in self._shapes[index].convex_parts:
-                top = max(top, float((vertices @ pose[:3, :3].T)[:, 2].max() + pose[2, 3]))
-        return top
+    def _world_parts(self, index: int, position_m: np.ndarray | None = None,
+                     quat_wxyz: np.ndarray | None = None) -> list[np.ndarray]:
+        pose = self._mesh_pose(index) if position_m is None else _pose_matrix(position_m, quat_wxyz)
+        return [vertices @ pose[:3, :3].T + pose[:3, 3] for vertices, _ in self._shapes[index].convex_parts]
 
-    # ------------------------------------------------------------------ internals: gripper
+    # ------------------------------------------------------------------ gripper (SimulatorBackend)
     def _set_pose(self, handle: int, matrix: np.ndarray) -> None:
         self.sim.setObjectPose(handle, matrix_to_pose7(matrix), self.sim.handle_world)
 
@@ -633,8 +497,17 @@ class CoppeliaSimBackend(Backend):
         self._set_pose(self._fingers[0], left)
         self._set_pose(self._fingers[1], right)
         self._set_pose(self._palm, palm)
-        self._gripper_position = np.asarray(position_m, dtype=float).copy()
+        self._gripper_xyz = np.asarray(position_m, dtype=float).copy()
         self._gripper_yaw, self._gap_m = float(yaw_rad), float(gap_m)
+
+    def _teleport_gripper(self, position_m: np.ndarray, yaw_rad: float, open_fingers: bool) -> None:
+        self._set_gripper(position_m, yaw_rad, 2 * scene.FINGER_TRAVEL_M if open_fingers else 0.0)
+
+    def _command_fingers(self, open_fingers: bool) -> None:
+        """Kinematic fingers keep their gap by themselves."""
+
+    def _gripper_position(self) -> np.ndarray:
+        return self._gripper_xyz.copy()
 
     def _touching(self, finger: int, candidates: list[int]) -> list[int]:
         """Indices of candidate objects colliding with finger 0 or 1."""
@@ -648,63 +521,66 @@ class CoppeliaSimBackend(Backend):
 
     def _candidates(self, *points_m: np.ndarray) -> list[int]:
         """Objects whose origin lies within CANDIDATE_RADIUS_M (xy) of any of the points."""
-        poses = self._mesh_poses()
-        return [i for i, pose in poses.items()
-                if min(np.linalg.norm(pose[:2, 3] - np.asarray(p)[:2]) for p in points_m) < CANDIDATE_RADIUS_M]
+        positions = self._object_positions()
+        return [i for i in np.flatnonzero(~self._removed)
+                if min(np.linalg.norm(positions[i, :2] - np.asarray(p)[:2]) for p in points_m) < CANDIDATE_RADIUS_M]
 
-    def _enter(self, approach_m: np.ndarray, yaw_rad: float, gap_m: float) -> None:
-        """Leave the park: appear at the approach point, or higher (to the ceiling) while it is occupied."""
-        ceiling = self.workspace_limits_m[2][1]
-        position = approach_m.copy()
-        candidates = self._candidates(approach_m)
-        while True:
-            self._set_gripper(position, yaw_rad, gap_m)
-            if position[2] >= ceiling or not (self._touching(0, candidates) or self._touching(1, candidates)):
-                break
-            position[2] = min(position[2] + ENTER_RAISE_STEP_M, ceiling)
-        if position[2] > approach_m[2]:
-            self._move(approach_m, TRAVEL_STEP_M, stop_on_contact=True)
+    def _gripper_touches_objects(self) -> bool:
+        candidates = self._candidates(self._gripper_xyz)
+        return bool(self._touching(0, candidates) or self._touching(1, candidates))
 
-    def _move(self, target_m: np.ndarray, step_m: float, stop_on_contact: bool = False) -> bool:
+    def _move(self, target_m: np.ndarray, speed_m_s: float, guarded: bool = False) -> bool:
         """Straight-line kinematic motion, one physics step per increment; False if contact stopped it."""
-        start = self._gripper_position.copy()
+        start = self._gripper_xyz.copy()
         target_m = np.asarray(target_m, dtype=float)
+        step_m = speed_m_s * self._time_step_s
         count = max(int(math.ceil(np.linalg.norm(target_m - start) / step_m)), 1)
-        candidates = self._candidates(start, target_m) if stop_on_contact else []
+        candidates = self._candidates(start, target_m) if guarded else []
         for tick in range(1, count + 1):
             position = start + (target_m - start) * (tick / count)
             self._set_gripper(position, self._gripper_yaw, self._gap_m)
             self.sim.step()
-            if stop_on_contact and (self._touching(0, candidates) or self._touching(1, candidates)):
+            if guarded and (self._touching(0, candidates) or self._touching(1, candidates)):
                 # Back off the last increment: resting on the object, not inside it.
                 self._set_gripper(start + (target_m - start) * ((tick - 1) / count), self._gripper_yaw, self._gap_m)
                 return False
         return True
 
-    def _close_fingers(self) -> int:
-        """Close symmetrically until both fingers touch; the object both touch, or -1."""
-        candidates = self._candidates(self._gripper_position)
+    def _descend(self, target_m: np.ndarray) -> bool:
+        return self._move(target_m, TRAVEL_SPEED_M_S, guarded=True)
+
+    def _close_fingers(self) -> None:
+        """Close symmetrically until both fingers touch; remember the object both touch, or -1.
+
+        Success needs both to touch the same object before the gap falls under twice the shared
+        fully-closed opening (SPEC section 6: fingers stopped before fully closing).
+        """
+        candidates = self._candidates(self._gripper_xyz)
         touched: list[set[int]] = [set(), set()]
         gap = self._gap_m
-        while gap > FINGER_CLOSED_GAP_M:
+        self._caught = -1
+        while gap > 2 * FINGER_CLOSED_OPENING_M:
             gap = max(gap - 2 * FINGER_STEP_M, 0.0)
-            self._set_gripper(self._gripper_position, self._gripper_yaw, gap)
+            self._set_gripper(self._gripper_xyz, self._gripper_yaw, gap)
             self.sim.step()
             for finger in (0, 1):
                 touched[finger].update(self._touching(finger, candidates))
             if touched[0] and touched[1]:
                 both = touched[0] & touched[1]
-                return min(both) if both else -1
-        return -1
+                self._caught = min(both) if both else -1
+                return
 
-    def _lift_with(self, index: int, above_m: np.ndarray) -> None:
-        """Freeze the caught object and carry it up with the fingers (they cannot hold by friction)."""
-        handle = self._object_handles[index]
+    def _lift(self, above_m: np.ndarray, speed_m_s: float) -> None:
+        """Rise; a caught object is frozen and carried with the fingers (they cannot hold by friction)."""
+        if self._caught < 0:
+            self._move(above_m, speed_m_s)
+            return
+        handle = self._object_handles[self._caught]
         self._set_dynamics(handle, static=True, respondable=False)
         self.sim.resetDynamicObject(handle)  # dynamic-property changes apply after a reset
         object_start = pose7_to_matrix(self.sim.getObjectPose(handle, self.sim.handle_world))
-        start = self._gripper_position.copy()
-        count = max(int(math.ceil(np.linalg.norm(above_m - start) / TRAVEL_STEP_M)), 1)
+        start = self._gripper_xyz.copy()
+        count = max(int(math.ceil(np.linalg.norm(above_m - start) / (speed_m_s * self._time_step_s))), 1)
         for tick in range(1, count + 1):
             position = start + (above_m - start) * (tick / count)
             self._set_gripper(position, self._gripper_yaw, self._gap_m)
@@ -713,27 +589,24 @@ class CoppeliaSimBackend(Backend):
             self._set_pose(handle, carried)
             self.sim.step()
 
+    def _held_object(self) -> int:
+        return self._caught
+
+    def _open_fingers(self) -> None:
+        self._set_gripper(self._gripper_xyz, self._gripper_yaw, 2 * scene.FINGER_TRAVEL_M)
+
     def _park(self) -> None:
         self._set_gripper(np.array(scene.PARK_POSITION_M, dtype=float), 0.0, self._gap_m)
 
-    # ------------------------------------------------------------------ internals: stepping
-    def _step_for(self, seconds: float) -> None:
-        for _ in range(max(int(round(seconds / self._time_step_s)), 1)):
+    def _step(self, steps: int) -> None:
+        for _ in range(steps):
             self.sim.step()
 
-    def _settle(self, max_time_s: float) -> None:
-        """Step until every object is at rest, or max_time_s of simulated time."""
-        sim = self.sim
-        for _ in range(max(int(max_time_s / self._time_step_s / SETTLE_CHECK_STEPS), 1)):
-            for _ in range(SETTLE_CHECK_STEPS):
-                sim.step()
-            at_rest = True
-            for handle in self._object_handles:
-                if handle is None:
-                    continue
-                linear, angular = sim.getObjectVelocity(handle)
-                if np.linalg.norm(linear) > AT_REST_LINEAR_M_S or np.linalg.norm(angular) > AT_REST_ANGULAR_RAD_S:
-                    at_rest = False
-                    break
-            if at_rest:
-                return
+
+def _pose_matrix(position_m: np.ndarray, quat_wxyz: np.ndarray) -> np.ndarray:
+    """(4, 4) pose from a position and a MuJoCo-order (w, x, y, z) quaternion."""
+    quat = np.asarray(quat_wxyz, dtype=float)
+    pose = np.eye(4)
+    pose[:3, :3] = Rotation.from_quat([quat[1], quat[2], quat[3], quat[0]]).as_matrix()  # scipy: x, y, z, w
+    pose[:3, 3] = position_m
+    return pose

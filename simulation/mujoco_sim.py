@@ -22,23 +22,17 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported: it picks
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import mujoco
 import numpy as np
 
-import utils
-from robot import (GRASP_APPROACH_HEIGHT_M, PUSH_APPROACH_HEIGHT_M, Backend, GraspPlan, GraspResult, PushPlan,
-                   clamp_to_workspace)
 from simulation import scene
-from simulation.objects import ensure_blocks, list_mesh_files, load_object_shape, palette_color
-from simulation.test_cases import BELOW_TABLE_Z_M, PresetCase, SceneObject, quat_wxyz_to_euler, read_test_case
+from simulation.base import FINGER_CLOSED_OPENING_M, SETTLE_MAX_TIME_S, TRAVEL_SPEED_M_S, SimulatorBackend
+from simulation.objects import load_object_shape
+from simulation.test_cases import PresetCase, SceneObject, quat_wxyz_to_euler
 from utils import HEIGHTMAP_RESOLUTION_M, WORKSPACE_LIMITS_M, UserError
 
-# --- motion (our choices; SPEC 11 measured 0.10-0.16 s wall per action with similar ones)
+# --- motion (shared speeds and the primitive sequences are simulation.base's)
 CONTROL_PERIOD_STEPS = 10  # set-points move every 20 ms; physics runs in C in between
-TRAVEL_SPEED_M_S = 0.5  # descents and rises in free space
-PUSH_SPEED_M_S = 0.2  # slow enough that pushed blocks slide instead of flying
-LIFT_SPEED_M_S = 0.3
 POSITION_TOLERANCE_M = 0.001  # a motion has arrived when the fingertips are this close
 MOTION_EXTRA_TIME_S = 0.4  # time a motion may take beyond distance / speed before it gives up
 # Descents are guarded: the last SLOW_ZONE_M above anything within the open gripper's reach is
@@ -52,24 +46,8 @@ GUARD_FORCE_N = 5.0  # ~8x a block's weight
 GUARD_PERIOD_STEPS = 2
 FINGER_MOVE_TIME_S = 0.35  # longest a close or open may take (a full close takes ~0.25 s)
 FINGER_STOPPED_SPEED_M_S = 0.005
-# Fingers count as fully closed below this opening each (gap 3 mm): nothing was caught.
-FINGER_CLOSED_OPENING_M = 0.0015
-# --- scene settling
-SETTLE_CHECK_STEPS = 25  # 50 ms between checks
-SETTLE_MAX_TIME_S = 2.0
-RESET_SETTLE_MAX_TIME_S = 3.0
-DROP_INTERVAL_S = 0.15  # VPG dropped objects one by one; each gets this long to land
-DROP_CLEARANCE_M = 0.01  # a dropped object starts this far above the highest point of the pile
-DROP_MARGIN_M = 0.1  # SPEC 2: objects are dropped over the central workspace, 10 cm margin
-CLUSTER_MIN_DISTANCE_M = 0.03  # clustered drops land no closer than this to the centre object
-AT_REST_LINEAR_M_S = 0.01
-AT_REST_ANGULAR_RAD_S = 0.2
-STABLE_LINEAR_M_S = 0.05  # is_stable(): nothing faster than this ...
-STABLE_ANGULAR_RAD_S = 1.0
-FLOWN_OFF_DISTANCE_M = 0.5  # ... and nothing further than this from the workspace box
 # A grasped object must have risen this much if it touches only one finger.
 LIFTED_HEIGHT_M = 0.05
-MASK_DILATION_PX = 2  # SPEC 3: goal mask with a ~2 px border
 GL_PACKAGES = "libegl1 libgl1-mesa-dri libegl-mesa0"
 
 
@@ -144,15 +122,20 @@ class _OffscreenCamera:
         self._model = None
 
 
-class MujocoSim(Backend):
+class MujocoSim(SimulatorBackend):
     """The embedded MuJoCo backend of robot.Robot.
 
     obj_mesh_dir: folder of .obj meshes in metres (default: the project's 8 blocks, written on
-    first use). num_obj: objects dropped by reset_scene. rng: a Generator, or an int seed
-    (None: seed 0, so a run is reproducible). The first scene is `test_case` (a parsed case or a
-    file path) if given, else `objects` (SceneObject list) if given, else a random drop. The GL
-    context is created on the first get_camera_data(), so physics-only use needs no OpenGL.
+    first use). num_obj: objects dropped by reset_scene. rng: the caller's Generator (or an int
+    seed of the caller's) for the first random drop. The first scene is `test_case` (a parsed
+    case or a file path) if given, else `objects` (SceneObject list) if given, else a random drop
+    from `rng` if given, else an empty table until reset_scene(rng) or load_test_case: the
+    simulator never seeds a generator of its own. The GL context is created on the first
+    get_camera_data(), so physics-only use needs no OpenGL.
     """
+
+    SETTLE_CHECK_STEPS = 25  # 50 ms between at-rest checks
+    TABLE_TOP_Z_M = 0.0
 
     def __init__(self, obj_mesh_dir: Path | str | None = None, num_obj: int = 10,
                  workspace_limits_m: np.ndarray = WORKSPACE_LIMITS_M,
@@ -160,34 +143,15 @@ class MujocoSim(Backend):
                  rng: np.random.Generator | int | None = None,
                  objects: Sequence[SceneObject] | None = None,
                  test_case: PresetCase | Path | str | None = None) -> None:
-        if num_obj < 1:
-            raise UserError(f"--num_obj must be at least 1, got {num_obj}")
-        self.obj_mesh_dir = Path(obj_mesh_dir) if obj_mesh_dir is not None else ensure_blocks()
-        self.mesh_files = list_mesh_files(self.obj_mesh_dir)
-        self.num_obj = num_obj
-        self.workspace_limits_m = np.asarray(workspace_limits_m, dtype=float)
-        self.heightmap_resolution_m = heightmap_resolution_m
-        self.heightmap_shape = utils.heightmap_shape(self.workspace_limits_m, heightmap_resolution_m)
-        self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(0 if rng is None else rng)
+        self._setup(obj_mesh_dir, num_obj, workspace_limits_m, heightmap_resolution_m)
         self._camera: _OffscreenCamera | None = None
         self.model: mujoco.MjModel | None = None
         self.data: mujoco.MjData | None = None
         self._model_key: tuple[str, ...] | None = None
-        self._objects: list[SceneObject] = []
-        if test_case is not None:
-            self.load_test_case(test_case)
-        elif objects is not None:
-            self.load_objects(objects)
-        else:
-            self.reset_scene(self.rng)
+        self._heights_before = np.zeros(0)
+        self._first_scene(rng, objects, test_case)
 
     # ------------------------------------------------------------------ Backend: camera
-    @property
-    def intrinsics(self) -> np.ndarray:
-        return np.array([[scene.FOCAL_LENGTH_PX, 0.0, scene.IMAGE_WIDTH_PX / 2],
-                         [0.0, scene.FOCAL_LENGTH_PX, scene.IMAGE_HEIGHT_PX / 2],
-                         [0.0, 0.0, 1.0]])
-
     @property
     def camera_pose(self) -> np.ndarray:
         """(4, 4) camera-to-base; MuJoCo cameras look along their -z with y up, ours along +z with y down."""
@@ -202,144 +166,12 @@ class MujocoSim(Backend):
             self._camera = _OffscreenCamera(scene.IMAGE_WIDTH_PX, scene.IMAGE_HEIGHT_PX)
         return self._camera.render(self.model, self.data, self._camera_id)
 
-    # ------------------------------------------------------------------ Backend: primitives
-    def push(self, plan: PushPlan) -> None:
-        """Closed fingers: approach above the start, descend, slide to the end, rise, park, settle."""
-        start, end = np.asarray(plan.start_m, float), np.asarray(plan.end_m, float)
-        above_start = clamp_to_workspace(start + [0, 0, PUSH_APPROACH_HEIGHT_M], self.workspace_limits_m)
-        self._enter(above_start, plan.yaw_rad, opening_m=0.0)
-        self._set_grip(-1.0)
-        self._descend(start)
-        # From wherever the descent stopped (on an object, if one was in the way), push at that height.
-        here = self._gripper_position()
-        self._move(np.array([end[0], end[1], here[2]]), PUSH_SPEED_M_S)
-        here = self._gripper_position()
-        self._move(clamp_to_workspace(here + [0, 0, PUSH_APPROACH_HEIGHT_M], self.workspace_limits_m),
-                   TRAVEL_SPEED_M_S)
-        self._park()
-        self._settle(SETTLE_MAX_TIME_S)
-
-    def grasp(self, plan: GraspPlan) -> GraspResult:
-        """Open fingers: approach above, descend, squeeze (force-limited), lift; success = caught something.
-
-        The caught object is the one touching both fingers (or touching one and lifted >= 5 cm);
-        it is removed from the scene before the fingers open again.
-        """
-        target = np.asarray(plan.position_m, float)
-        above = clamp_to_workspace(target + [0, 0, GRASP_APPROACH_HEIGHT_M], self.workspace_limits_m)
-        self._enter(above, plan.yaw_rad, opening_m=scene.FINGER_TRAVEL_M)
-        self._set_grip(1.0)
-        self._descend(target)
-        heights_before = self._object_positions()[:, 2].copy()
-        self._set_grip(-1.0)
-        self._wait_fingers()
-        self._move(above, LIFT_SPEED_M_S)
-        opening = self._finger_opening()
-        caught = self._caught_object(heights_before) if opening > FINGER_CLOSED_OPENING_M else -1
-        if caught >= 0:
-            self._remove_object(caught)
-        self._set_grip(1.0)
-        self._wait_fingers()
-        self._park()
-        self._settle(SETTLE_MAX_TIME_S)
-        return GraspResult(caught >= 0, caught)
-
-    # ------------------------------------------------------------------ Backend: scene
-    def object_masks(self, color_heightmap: np.ndarray | None = None,
-                     depth_heightmap: np.ndarray | None = None) -> dict[int, np.ndarray]:
-        """Footprint (rows, cols) uint8 0/255 of each object whose origin is in the workspace.
-
-        From poses and collision shapes, not from the images (the heightmap arguments are unused):
-        the whole object seen from above, occluded parts included, filled, dilated by 2 px.
-        """
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * MASK_DILATION_PX + 1,) * 2)
-        return {index: cv2.dilate(self._footprint(index), kernel) for index in self._objects_in_workspace()}
-
-    def reset_scene(self, rng: np.random.Generator) -> None:
-        """Drop num_obj random meshes (with replacement, as VPG) one by one over the central workspace, settle."""
-        self.drop_objects([str(n) for n in rng.choice(self.mesh_files, size=self.num_obj)], rng)
-
-    def num_objects_in_workspace(self) -> int:
-        return len(self._objects_in_workspace())
-
     def close(self) -> None:
         if self._camera is not None:
             self._camera.close()
             self._camera = None
 
     # ------------------------------------------------------------------ sim-only API
-    def drop_objects(self, mesh_files: Sequence[str], rng: np.random.Generator,
-                     cluster_around: int | None = None, cluster_radius_m: float = 0.08) -> None:
-        """New scene: drop these meshes (object i gets palette colour i) at random poses, settle.
-
-        Each object falls from just above the current pile at a uniformly random orientation and
-        a random (x, y) over the workspace less a 10 cm margin (SPEC 2). With `cluster_around=k`,
-        object k drops first and the others land around it, their origins 3 cm to
-        `cluster_radius_m` from its origin: a cluttered, goal-oriented scene.
-        """
-        objects = [SceneObject(name, tuple(palette_color(i)), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
-                   for i, name in enumerate(mesh_files)]
-        if cluster_around is not None and not 0 <= cluster_around < len(objects):
-            raise UserError(f"cluster centre {cluster_around} is not an object index (0..{len(objects) - 1})")
-        self._build(objects)
-        for index in range(len(objects)):
-            self._remove_object(index)  # everything waits in storage until its turn
-        low = self.workspace_limits_m[:2, 0] + DROP_MARGIN_M
-        high = self.workspace_limits_m[:2, 1] - DROP_MARGIN_M
-        order = list(range(len(objects)))
-        if cluster_around is not None:
-            order.remove(cluster_around)
-            order.insert(0, cluster_around)
-        centre_xy = rng.uniform(low, high)  # where the first object lands
-        for n, index in enumerate(order):
-            if n == 0:
-                xy = centre_xy
-            elif cluster_around is None:
-                xy = rng.uniform(low, high)
-            else:
-                angle, distance = rng.uniform(0, 2 * np.pi), rng.uniform(CLUSTER_MIN_DISTANCE_M, cluster_radius_m)
-                xy = np.clip(centre_xy + distance * np.array([np.cos(angle), np.sin(angle)]), low, high)
-            quat = rng.normal(size=4)  # a normalised 4-D Gaussian is a uniformly random rotation
-            quat /= np.linalg.norm(quat)
-            z = self._pile_top_m() + DROP_CLEARANCE_M - self._lowest_point_m(index, quat, np.zeros(3))
-            self._restore_object(index, np.array([xy[0], xy[1], z]), quat)
-            self._step_for(DROP_INTERVAL_S)
-        self._settle(RESET_SETTLE_MAX_TIME_S)
-
-    def load_test_case(self, case: PresetCase | Path | str) -> PresetCase:
-        """Load a preset scene (a parsed case or a file path); objects below the table start removed."""
-        if not isinstance(case, PresetCase):
-            case = read_test_case(case, obj_mesh_dir=self.obj_mesh_dir, workspace_limits_m=self.workspace_limits_m)
-        self.load_objects(case.objects)
-        return case
-
-    def load_objects(self, objects: Sequence[SceneObject], settle: bool = True) -> None:
-        """Replace the scene by these objects at their poses (colours from the list), then settle.
-
-        Poses are kept as given, except that an object reaching into the table is lifted just out
-        of it; an object more than 5 cm below the table top had fallen off the table where its
-        pose came from, so it starts removed.
-        """
-        objects = list(objects)
-        if not objects:
-            raise UserError("a scene needs at least one object")
-        for obj in objects:
-            if not (self.obj_mesh_dir / obj.mesh_file).is_file():
-                raise UserError(f"mesh {obj.mesh_file} not found in {self.obj_mesh_dir}")
-        self._build(objects)
-        below_table_z = self.workspace_limits_m[2][0] + BELOW_TABLE_Z_M
-        for index, obj in enumerate(objects):
-            if obj.position_m[2] < below_table_z:
-                self._remove_object(index)
-            else:
-                position = np.asarray(obj.position_m, float)
-                # Never start inside the table (the paper's poses are for CoppeliaSim's own mesh frames).
-                position[2] += max(self.workspace_limits_m[2][0] - self._lowest_point_m(index, obj.quat_wxyz, position), 0.0)
-                self._restore_object(index, position, obj.quat_wxyz)
-        mujoco.mj_forward(self.model, self.data)
-        if settle:
-            self._settle(SETTLE_MAX_TIME_S)
-
     def set_object_pose(self, index: int, position_m: Sequence[float], quat_wxyz: Sequence[float] = (1, 0, 0, 0),
                         settle: bool = False) -> None:
         """Put object `index` (removed or not) at a pose (base frame, metres) with zero velocity."""
@@ -360,30 +192,6 @@ class MujocoSim(Backend):
         poses = np.stack([self.data.qpos[a:a + 7] for a in self._object_qpos])  # free joints: world poses
         poses[self._removed] = np.nan
         return poses
-
-    @property
-    def removed(self) -> np.ndarray:
-        """(N,) bool: objects taken out of the scene (grasped, or below the table at load)."""
-        return self._removed.copy()
-
-    def objects_outside_workspace(self) -> list[int]:
-        """Indices of objects still in the scene whose origin is outside the workspace box."""
-        inside = set(self._objects_in_workspace())
-        return [i for i in range(len(self._objects)) if not self._removed[i] and i not in inside]
-
-    def is_stable(self) -> bool:
-        """Nothing moves faster than 5 cm/s or 1 rad/s and nothing lies > 0.5 m from the workspace box."""
-        linear, angular = self._object_speeds()
-        if np.any(linear > STABLE_LINEAR_M_S) or np.any(angular > STABLE_ANGULAR_RAD_S):
-            return False
-        return not self.flown_off_objects()
-
-    def flown_off_objects(self) -> list[int]:
-        """Indices of objects (not removed) more than 0.5 m from the workspace box."""
-        positions = self._object_positions()
-        outside_by = np.maximum(self.workspace_limits_m[:, 0] - positions, positions - self.workspace_limits_m[:, 1])
-        distance = np.linalg.norm(np.maximum(outside_by, 0.0), axis=1)
-        return [int(i) for i in np.flatnonzero(distance > FLOWN_OFF_DISTANCE_M) if not self._removed[i]]
 
     def visible_fraction(self, index: int) -> float:
         """Share of object `index`'s footprint (undilated) that a straight-down ray hits first: 1 = uncovered."""
@@ -435,6 +243,14 @@ class MujocoSim(Backend):
             self._restore_object(index, scene.storage_position_m(index), np.array([1.0, 0, 0, 0]))
         mujoco.mj_forward(self.model, self.data)
 
+    def _new_scene(self, objects: Sequence[SceneObject]) -> None:
+        self._build(list(objects))
+        for index in range(len(objects)):
+            self._remove_object(index)
+
+    def _place_object(self, index: int, position_m: np.ndarray, quat_wxyz: np.ndarray) -> None:
+        self._restore_object(index, position_m, quat_wxyz)
+
     def _index_model(self, num_objects: int) -> None:
         m = self.model
         self._camera_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, "rgbd")
@@ -483,19 +299,17 @@ class MujocoSim(Backend):
 
     def _object_positions(self) -> np.ndarray:
         """(N, 3) body origins from qpos (current even between steps and forwards)."""
+        if not len(self._object_qpos):  # an empty table
+            return np.zeros((0, 3))
         return np.stack([self.data.qpos[a:a + 3] for a in self._object_qpos])
 
     def _object_speeds(self) -> tuple[np.ndarray, np.ndarray]:
         """Linear (N,) m/s and angular (N,) rad/s speeds of objects still in the scene (0 for removed)."""
+        if not len(self._object_dof):
+            return np.zeros(0), np.zeros(0)
         qvel = np.stack([self.data.qvel[a:a + 6] for a in self._object_dof])
         qvel[self._removed] = 0.0
         return np.linalg.norm(qvel[:, :3], axis=1), np.linalg.norm(qvel[:, 3:], axis=1)
-
-    def _objects_in_workspace(self) -> list[int]:
-        positions = self._object_positions()
-        limits = self.workspace_limits_m
-        inside = np.all((positions >= limits[:, 0]) & (positions <= limits[:, 1]), axis=1) & ~self._removed
-        return [int(i) for i in np.flatnonzero(inside)]
 
     def _world_parts(self, index: int, position_m: np.ndarray | None = None,
                      quat_wxyz: np.ndarray | None = None) -> list[np.ndarray]:
@@ -506,36 +320,6 @@ class MujocoSim(Backend):
         rotation = np.empty(9)
         mujoco.mju_quat2Mat(rotation, quat / np.linalg.norm(quat))
         return [vertices @ rotation.reshape(3, 3).T + position for vertices, _ in self._shapes[index].convex_parts]
-
-    def _lowest_point_m(self, index: int, quat_wxyz: np.ndarray, position_m: np.ndarray) -> float:
-        """Lowest z of object `index`'s collision shape at this pose."""
-        return min(float(part[:, 2].min()) for part in self._world_parts(index, position_m, quat_wxyz))
-
-    def _pile_top_m(self) -> float:
-        """Highest collision-vertex z of the objects in the scene (0 for an empty table)."""
-        return self._top_near_m(np.zeros(2), np.inf)
-
-    def _top_near_m(self, xy_m: np.ndarray, radius_m: float) -> float:
-        """Highest collision-vertex z of the objects that may reach within radius_m of (x, y) (0 if none)."""
-        top = 0.0
-        positions = self._object_positions()
-        for index in np.flatnonzero(~self._removed):
-            if np.hypot(*(positions[index, :2] - xy_m)) <= radius_m + self._shapes[index].bounding_radius_m:
-                top = max(top, max(float(part[:, 2].max()) for part in self._world_parts(index)))
-        return top
-
-    def _footprint(self, index: int) -> np.ndarray:
-        """(rows, cols) uint8 0/255: cells under object `index`'s collision shape, seen from above."""
-        mask = np.zeros(self.heightmap_shape, dtype=np.uint8)
-        xmin, ymin = self.workspace_limits_m[0][0], self.workspace_limits_m[1][0]
-        for world in self._world_parts(index):
-            # Cell (row, col) spans [col, col+1) x [row, row+1) in these units; OpenCV pixel
-            # centres are integers, hence -0.5. Fixed point with 4 fractional bits.
-            points = np.stack([(world[:, 0] - xmin) / self.heightmap_resolution_m - 0.5,
-                               (world[:, 1] - ymin) / self.heightmap_resolution_m - 0.5], axis=1)
-            hull = cv2.convexHull(np.round(points * 16).astype(np.int32))
-            cv2.fillConvexPoly(mask, hull, 255, lineType=cv2.LINE_8, shift=4)
-        return mask
 
     def _caught_object(self, heights_before_m: np.ndarray) -> int:
         """Index of the object held between the fingers after a lift, -1 if none."""
@@ -572,23 +356,33 @@ class MujocoSim(Backend):
         d.qpos[self._finger_qpos] = opening_m
         d.qvel[self._finger_dof] = 0.0
 
+    def _teleport_gripper(self, position_m: np.ndarray, yaw_rad: float, open_fingers: bool) -> None:
+        self._set_gripper_state(position_m, yaw_rad, scene.FINGER_TRAVEL_M if open_fingers else 0.0)
+
+    def _command_fingers(self, open_fingers: bool) -> None:
+        self._set_grip(1.0 if open_fingers else -1.0)
+
+    def _close_fingers(self) -> None:
+        self._heights_before = self._object_positions()[:, 2].copy()  # _held_object compares with them
+        self._set_grip(-1.0)
+        self._wait_fingers()
+
+    def _lift(self, above_m: np.ndarray, speed_m_s: float) -> None:
+        self._move(above_m, speed_m_s)
+
+    def _held_object(self) -> int:
+        """The object touching both fingers (or touching one and lifted >= 5 cm), -1 if the fingers closed fully."""
+        return self._caught_object(self._heights_before) if self._finger_opening() > FINGER_CLOSED_OPENING_M else -1
+
+    def _open_fingers(self) -> None:
+        self._set_grip(1.0)
+        self._wait_fingers()
+
     def _gripper_touches_objects(self) -> bool:
         mujoco.mj_forward(self.model, self.data)
         d, bodyid = self.data, self.model.geom_bodyid
         return any((bodyid[g1] in self._gripper_bodies) != (bodyid[g2] in self._gripper_bodies)
                    for g1, g2 in d.contact.geom[:d.ncon])
-
-    def _enter(self, approach_m: np.ndarray, yaw_rad: float, opening_m: float) -> None:
-        """Leave the park: appear at the approach point, or higher (up to the workspace top) if it is occupied."""
-        ceiling = self.workspace_limits_m[2][1]
-        position = approach_m.copy()
-        while True:
-            self._set_gripper_state(position, yaw_rad, opening_m)
-            if position[2] >= ceiling or not self._gripper_touches_objects():
-                break
-            position[2] = min(position[2] + 0.05, ceiling)
-        if position[2] > approach_m[2]:
-            self._move(approach_m, TRAVEL_SPEED_M_S, guarded=True)
 
     def _descend(self, target_m: np.ndarray) -> bool:
         """Guarded descent: fast down to SLOW_ZONE_M above whatever lies within reach, then slowly.
@@ -663,14 +457,5 @@ class MujocoSim(Backend):
     def _step(self, steps: int) -> None:
         mujoco.mj_step(self.model, self.data, steps)
 
-    def _step_for(self, seconds: float) -> None:
-        self._step(max(int(round(seconds * self._steps_per_second)), 1))
-
-    def _settle(self, max_time_s: float) -> None:
-        """Step until every object is at rest (or max_time_s), then refresh kinematics for rendering."""
-        for _ in range(int(max_time_s * self._steps_per_second / SETTLE_CHECK_STEPS)):
-            self._step(SETTLE_CHECK_STEPS)
-            linear, angular = self._object_speeds()
-            if np.all(linear < AT_REST_LINEAR_M_S) and np.all(angular < AT_REST_ANGULAR_RAD_S):
-                break
+    def _refresh(self) -> None:
         mujoco.mj_forward(self.model, self.data)

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+import robot
 import utils
+from simulation import base
 from simulation import coppeliasim as cs
 from simulation import scene
 from simulation.test_cases import SceneObject
@@ -134,11 +136,11 @@ def test_finger_poses_follow_robot_conventions():
 def test_footprint_mask_of_a_square():
     half = 0.02
     square = np.array([[-0.5 + sx * half, sy * half, z] for sx in (-1, 1) for sy in (-1, 1) for z in (0, 0.05)])
-    mask = cs.footprint_mask([square], utils.heightmap_shape(), border_px=0)
+    mask = base.footprint_mask([square], utils.heightmap_shape(), border_px=0)
     assert mask.sum() / 255 == pytest.approx(20 * 20, rel=0.15)  # 4 cm at 2 mm per pixel (edges included)
     row, col = utils.base_xy_to_pixel(-0.5, 0.0)
     assert mask[row, col] == 255
-    assert cs.footprint_mask([square], utils.heightmap_shape()).sum() > mask.sum()
+    assert base.footprint_mask([square], utils.heightmap_shape()).sum() > mask.sum()
 
 
 # ------------------------------------------------------------------ kinematic test double
@@ -280,19 +282,19 @@ def test_backend_flow_against_the_double():
     assert depth[0, 0] == pytest.approx(0.01 + 0.075 * 9.99, rel=1e-5)
 
     steps = sim.steps
-    backend.push(cs.PushPlan(np.array([-0.6, 0.0, 0.01]), np.array([-0.47, 0.0, 0.01]), 0.0))
+    backend.push(robot.PushPlan(np.array([-0.6, 0.0, 0.01]), np.array([-0.47, 0.0, 0.01]), 0.0))
     assert sim.steps - steps > 100  # a 13 cm push at 1 mm per step
     left = sim.poses[backend._fingers[0]][:3, 3]
     np.testing.assert_allclose(left[:2], [scene.PARK_POSITION_M[0], scene.PARK_POSITION_M[1] + scene.FINGER_HALF_THICKNESS_M])
 
     # a grasp centred on cube 1 closes on it: both fingers touch it at a 5 cm gap
-    result = backend.grasp(cs.GraspPlan(np.array([-0.4, 0.1, 0.02]), 0.0))
-    assert result == cs.GraspResult(True, 1)
+    result = backend.grasp(robot.GraspPlan(np.array([-0.4, 0.1, 0.02]), 0.0))
+    assert result == robot.GraspResult(True, 1)
     np.testing.assert_array_equal(backend.removed, [False, True, True])
     assert set(backend.object_masks()) == {0}
 
     # a grasp over empty table closes fully: failure
-    assert backend.grasp(cs.GraspPlan(np.array([-0.35, -0.15, 0.02]), 0.3)) == cs.GraspResult(False, -1)
+    assert backend.grasp(robot.GraspPlan(np.array([-0.35, -0.15, 0.02]), 0.3)) == robot.GraspResult(False, -1)
 
     backend.close()
     assert sim.state == sim.simulation_stopped
@@ -302,10 +304,11 @@ def test_backend_flow_against_the_double():
 def test_descent_stops_on_top_of_an_object():
     sim = FakeSim()
     backend = cs.CoppeliaSimBackend(sim=sim, objects=[cube_at(-0.5, 0.0)])
-    backend._enter(np.array([-0.5, 0.0, 0.15]), 0.0, 0.0)  # closed fingers right above the cube
-    reached = backend._move(np.array([-0.5, 0.0, 0.01]), cs.TRAVEL_STEP_M, stop_on_contact=True)
+    backend._enter(np.array([-0.5, 0.0, 0.15]), 0.0, open_fingers=False)  # closed fingers right above the cube
+    reached = backend._descend(np.array([-0.5, 0.0, 0.01]))
     assert not reached
-    assert backend._gripper_position[2] == pytest.approx(0.05 + cs.TABLE_TOP_Z_M, abs=2 * cs.TRAVEL_STEP_M)
+    step_m = base.TRAVEL_SPEED_M_S * cs.TIME_STEP_S
+    assert backend._gripper_position()[2] == pytest.approx(0.05 + cs.TABLE_TOP_Z_M, abs=2 * step_m)
     backend.close()
 
 
@@ -316,10 +319,46 @@ def test_random_reset_drops_num_obj_objects():
     assert backend.num_objects_in_workspace() == 4  # no physics in the double: they hang where dropped
     # Without physics nothing falls: each object hangs 1 cm above the pile dropped before it.
     pile_top = cs.TABLE_TOP_Z_M
-    for index, pose in backend._mesh_poses().items():
-        z = np.concatenate([v @ pose[:3, :3].T for v, _ in backend._shapes[index].convex_parts])[:, 2] + pose[2, 3]
-        assert z.min() == pytest.approx(pile_top + cs.DROP_CLEARANCE_M)
+    for index in range(4):
+        z = np.concatenate(backend._world_parts(index))[:, 2]
+        assert z.min() == pytest.approx(pile_top + base.DROP_CLEARANCE_M)
         pile_top = max(pile_top, z.max())
     backend.reset_scene(np.random.default_rng(4))
     assert len(sim.poses) == 5 + 4  # table, camera, 2 fingers, palm, and only the new objects
     backend.close()
+
+
+def test_clustered_drop_is_the_shared_one():
+    """drop_objects (simulation.base) serves CoppeliaSim too: the centre object first, the others around it."""
+    sim = FakeSim()
+    backend = cs.CoppeliaSimBackend(sim=sim, num_obj=3)
+    assert len(backend.removed) == 0  # no generator given: an empty table, no seed of its own
+    backend.drop_objects(["4.obj", "4.obj", "4.obj"], np.random.default_rng(0), cluster_around=2, cluster_radius_m=0.08)
+    positions = backend._object_positions()
+    distances = np.linalg.norm(positions[:2, :2] - positions[2, :2], axis=1)
+    assert np.all((distances >= base.CLUSTER_MIN_DISTANCE_M - 1e-9) & (distances <= 0.08 + 1e-9))
+    backend.close()
+
+
+def test_close_gives_up_after_the_close_timeout_it_names(monkeypatch, caplog):
+    """A simulator that stops answering while closing: close() waits CLOSE_TIMEOUT_S, not the 30 s call timeout."""
+    from coppeliasim_zmqremoteapi_client import RemoteAPIClient
+    import zmq
+
+    server = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    port = server.getsockname()[1]
+    sim = FakeSim()
+    backend = cs.CoppeliaSimBackend(sim=sim, objects=[cube_at(-0.5, 0.0)])
+    backend._client = RemoteAPIClient("127.0.0.1", port)
+    backend._client.socket.setsockopt(zmq.LINGER, 0)
+    backend._set_receive_timeout(backend.call_timeout_s)
+    sim.stopSimulation = lambda: backend._client.call("sim.stopSimulation", [])
+    monkeypatch.setattr(cs, "CLOSE_TIMEOUT_S", 0.3)
+    start = time.monotonic()
+    try:
+        backend.close()
+    finally:
+        server.close()
+    assert time.monotonic() - start < 2.0
+    assert "did not answer within 0.3 s while closing" in caplog.text
+    assert backend._client.socket.getsockopt(zmq.RCVTIMEO) == int(backend.call_timeout_s * 1000)  # restored

@@ -245,3 +245,26 @@ def test_gl_failure_is_a_user_error_naming_the_packages(monkeypatch):
         mujoco_sim._OffscreenCamera(640, 480)
     message = str(error.value)
     assert "\n" not in message and "libegl1 libgl1-mesa-dri libegl-mesa0" in message
+
+
+def test_the_simulator_draws_only_from_the_callers_generator(monkeypatch):
+    """No generator of its own: without one the table starts empty; a scene comes from the caller's draws."""
+    from simulation.mujoco_sim import MujocoSim
+
+    def no_own_seed(*args, **kwargs):
+        raise AssertionError("a simulator seeded a generator of its own")
+
+    given = MujocoSim(num_obj=3, rng=np.random.default_rng(7))
+    monkeypatch.setattr(np.random, "default_rng", no_own_seed)
+    empty = MujocoSim(num_obj=3)
+    try:
+        assert len(empty.removed) == 0 and empty.num_objects_in_workspace() == 0 and empty.object_masks() == {}
+        assert empty.camera_pose.shape == (4, 4)  # the camera is there before any scene
+        monkeypatch.undo()
+        rng = np.random.default_rng(7)
+        monkeypatch.setattr(np.random, "default_rng", no_own_seed)
+        empty.reset_scene(rng)
+        np.testing.assert_array_equal(empty.object_poses(), given.object_poses())  # the same draws, bit for bit
+    finally:
+        empty.close()
+        given.close()
