@@ -58,11 +58,23 @@ class Config:
     # --- learning
     stage: Literal["grasp_only", "push_only", "push_grasp"] = _f("grasp_only", "training stage (SPEC 5)")
     policy: Literal["learned", "heuristic"] = _f("learned", "heuristic: VPG's depth heuristics, no network")
-    backbone: Literal["densenet121", "resnet18", "tiny"] = _f("densenet121", "trunk network; densenet121 is the paper's")
+    backbone: Literal["densenet121", "resnet18", "tiny"] = _f(
+        None, "trunk network; densenet121 is the paper's (default: the snapshot's own with --load_snapshot, "
+              "else densenet121)")
     pretrained_weights: str = _f("", "ImageNet weights file for the trunks (default: torchvision cache if present)")
     precision: Literal["fp32", "bf16"] = _f("fp32", "bf16 autocasts the forward passes (faster, not faithful)")
-    goal_conditioned: bool = _f(False, "goal-conditioned networks (goal-mask trunk)")
-    grasp_goal_conditioned: bool = _f(False, "grasps are rewarded only for the goal and chosen inside its mask")
+    goal_conditioned: bool = _f(False, "goal-oriented task: grasps are chosen inside the goal mask and only the "
+                                       "goal pays (the paper's code); needed by every goal-conditioned net")
+    grasp_goal_conditioned: bool = _f(False, "goal-conditioned networks (a goal-mask trunk); without it the net is "
+                                             "goal-agnostic, as the explore model of --grasp_explore")
+    goal_relabelling: bool = _f(True, "stage grasp_only: store a grasp of another object again as a success for "
+                                      "that object (off: --no_goal_relabelling, the paper's ablation)")
+    train_scene: Literal["random", "crowded_goal"] = _f(
+        None, "training scenes: random drops, or the goal dropped first with the others packed around it like "
+              "the challenging cases (default: crowded_goal in push_only, random otherwise)")
+    push_reward: Literal["grasp_net", "change"] = _f(
+        "grasp_net", "push_only push reward: the paper's (the grasp net's improvement and the goal's occupancy), "
+                     "or VPG's change-only reward (0.5 when the goal's surroundings changed; the ablation)")
     goal_obj_idx: int = _f(-1, "index of the goal object (-1: from the test-case file, else 0)")
     future_reward_discount: float = _f(0.5, "Q-learning discount gamma")
     experience_replay: bool = _f(False, "prioritised experience replay after each step")
@@ -102,10 +114,19 @@ class Config:
 
     @property
     def is_goal_conditioned(self) -> bool:
-        return self.goal_conditioned or self.grasp_goal_conditioned
+        """The task is goal-oriented (goal masks, goal rewards); the net's inputs follow
+        --grasp_goal_conditioned."""
+        return self.goal_conditioned
+
+    @property
+    def scene_kind(self) -> str:
+        if self.train_scene:
+            return self.train_scene
+        return "crowded_goal" if (self.stage == "push_only" and self.goal_conditioned) else "random"
 
 
 ALIASES = {"continue_logging": ["--continu_logging"]}
+NEGATABLE = ("goal_relabelling",)  # default-on switches: --no_<name> turns them off
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,11 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
         flags = [f"--{f.name}"] + ALIASES.get(f.name, [])
         kind = hints[f.name]
         helptext = f.metadata["help"]
-        if kind is bool:
+        if kind is bool and f.name in NEGATABLE:
+            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=helptext)
+        elif kind is bool:
             parser.add_argument(*flags, dest=f.name, action="store_true", default=f.default, help=helptext)
         elif getattr(kind, "__origin__", None) is Literal:
             parser.add_argument(*flags, dest=f.name, choices=get_args(kind), default=f.default,
-                                help=f"{helptext} (default {f.default})")
+                                help=helptext if f.default is None else f"{helptext} (default {f.default})")
         else:
             parser.add_argument(*flags, dest=f.name, type=kind, default=f.default,
                                 help=f"{helptext} (default {f.default!r})" if f.default != "" else helptext)
@@ -138,6 +162,8 @@ NO_CHANGE_RESET = 10  # SPEC 5: new scene after more than 10 no-change actions
 EMPTY_TABLE_PIXELS = {False: 300, True: 10}  # SPEC 5: training / testing
 HEURISTIC_AFTER_NO_CHANGE = 2
 GOAL_RING_FOR_PUSHES_PX = 30  # heuristic policy: pushes start this close to the goal
+# Learned goal-oriented pushes start this close to the goal (6 cm; a push moves 13 cm).
+PUSH_NEAR_GOAL_PX = GOAL_RING_FOR_PUSHES_PX
 
 
 def check_config(cfg: Config) -> None:
@@ -163,8 +189,35 @@ def check_config(cfg: Config) -> None:
     if cfg.stage == "push_only" and not cfg.is_goal_conditioned:
         raise UserError("--stage push_only rewards pushes by the goal's grasp Q and occupancy (SPEC 5): "
                         "add --grasp_goal_conditioned --goal_conditioned")
+    if cfg.grasp_goal_conditioned and not cfg.goal_conditioned:
+        raise UserError("--grasp_goal_conditioned builds a net that reads a goal mask: add --goal_conditioned")
+    if cfg.train_scene == "crowded_goal" and not cfg.goal_conditioned:
+        raise UserError("--train_scene crowded_goal packs objects around the goal: add --goal_conditioned")
+    if cfg.push_reward != "grasp_net" and cfg.stage != "push_only":
+        raise UserError("--push_reward chooses the push_only push reward: use it with --stage push_only")
     if cfg.alternating_training and cfg.stage != "push_only":
         raise UserError("--alternating_training belongs to --stage push_only (README, stage 3)")
+
+
+def resolve_network(cfg: Config) -> tuple[str, str]:
+    """(architecture, backbone) of the run's net. A snapshot describes itself: its own metadata
+    (or, for a bare state_dict, its keys) decide, and a flag that says otherwise is an error."""
+    import models
+
+    wanted_arch = "goal_conditioned" if cfg.grasp_goal_conditioned else "goal_agnostic"
+    if not cfg.load_snapshot:
+        return wanted_arch, cfg.backbone or "densenet121"
+    arch, backbone = models.describe_snapshot(cfg.snapshot_file)
+    if cfg.backbone and cfg.backbone != backbone:
+        raise UserError(f"--backbone {cfg.backbone} contradicts snapshot {cfg.snapshot_file}, which holds a "
+                        f"{backbone} net: drop --backbone (the snapshot says which) or load another snapshot")
+    if cfg.grasp_goal_conditioned and arch != "goal_conditioned":
+        raise UserError(f"--grasp_goal_conditioned contradicts snapshot {cfg.snapshot_file}, which holds a "
+                        f"goal-agnostic net: drop --grasp_goal_conditioned or load a goal-conditioned snapshot")
+    if arch == "goal_conditioned" and not cfg.goal_conditioned:
+        raise UserError(f"snapshot {cfg.snapshot_file} holds a goal-conditioned net, which needs a goal: "
+                        f"add --goal_conditioned (and --grasp_goal_conditioned, as the paper's command lines)")
+    return arch, backbone
 
 
 def make_real_backend(cfg: Config):
@@ -219,13 +272,23 @@ class Observation:
         """SPEC 3 occupancy ratio of the goal; 0 when goal-agnostic."""
         return 0.0 if self.goal_mask is None else utils.occupancy_ratio(self.goal_mask, self.depth_heightmap)
 
-    @property
+    @functools.cached_property
     def push_allowed(self) -> np.ndarray:
         """SPEC 5: pushes start where no object is."""
         occupied = np.zeros(self.depth_heightmap.shape, dtype=bool)
         for mask in self.masks.values():
             occupied |= mask > 0
         return ~occupied & (self.depth_heightmap <= utils.OBJECT_HEIGHT_THRESHOLD_M)
+
+    @functools.cached_property
+    def push_allowed_near_goal(self) -> np.ndarray:
+        """Goal-oriented pushes start in free space within PUSH_NEAR_GOAL_PX of the goal: a push
+        that starts farther away cannot change the goal's surroundings (the paper's code lets
+        them start anywhere). All free space when the goal is gone or has no free border."""
+        if self.goal_mask is None or not self.goal_mask.any():
+            return self.push_allowed
+        near = utils.dilate(self.goal_mask > 0, PUSH_NEAR_GOAL_PX) & self.push_allowed
+        return near if near.any() else self.push_allowed
 
 
 @dataclass
@@ -317,8 +380,10 @@ class Runner:
         from trainer import Trainer, TrainerConfig
 
         cfg = self.cfg
+        architecture, backbone = resolve_network(cfg)
         trainer = Trainer(TrainerConfig(
-            stage=cfg.stage, goal_conditioned=self.goal_conditioned, backbone=cfg.backbone,
+            stage=cfg.stage, goal_conditioned=architecture == "goal_conditioned", backbone=backbone,
+            goal_oriented=self.goal_conditioned, reward_stage=self.reward_stage,
             device=cfg.device, future_reward_discount=cfg.future_reward_discount,
             alternating_training=cfg.alternating_training, cooperative_training=cfg.cooperative_training,
             pretrained_weights=cfg.pretrained_weights or "auto", precision=cfg.precision, seed=cfg.random_seed,
@@ -388,8 +453,12 @@ class Runner:
 
     # --- scene ----------------------------------------------------------------------------------
     def _new_scene(self) -> None:
+        if self.goal_conditioned:
+            self.progress.goal_obj = self._initial_goal()
         if self.test_case is not None:
             self.robot.load_test_case(self.test_case)
+        elif self.cfg.scene_kind == "crowded_goal":
+            self.robot.reset_scene(self.rng, cluster_around=self.progress.goal_obj)
         else:
             self.robot.reset_scene(self.rng)
         self.progress.no_change_count = 0
@@ -397,8 +466,6 @@ class Runner:
         self.progress.grasp_failures_in_a_row = 0
         self.progress.push_step = 0
         self.progress.episode += 1
-        if self.goal_conditioned:
-            self.progress.goal_obj = self._initial_goal()
         self.pending = None
 
     def _end_trial(self, reason: str) -> None:
@@ -429,6 +496,11 @@ class Runner:
                 obs.goal_mask = obs.masks[self.progress.goal_obj]
                 goal_visible = True
             reset_reason = self._reset_reason(obs, goal_visible, goal_was_grasped)
+            if reset_reason is None and self.goal_conditioned and self.training and self.pending is not None \
+                    and self.pending.grasp_success:
+                # As the paper's code: a new scene after any successful grasp, so that training
+                # scenes do not thin out; the label below still bootstraps from this state.
+                reset_reason = "an object was grasped (training: a new scene)"
             if reset_reason is not None and self.pending is None and self.test_case is not None:
                 # Nothing was done in this preset scene yet: every trial would end the same way.
                 raise UserError(f"preset case {self.cfg.test_preset_file} cannot start: {reset_reason}")
@@ -488,9 +560,10 @@ class Runner:
         cfg, p, rng = self.cfg, self.progress, self.rng
         if self.goal_conditioned:  # SPEC 5: goal-conditioned grasps land inside the goal mask
             grasp_allowed = obs.goal_mask > 0
+            push_allowed = obs.push_allowed_near_goal
         else:
             grasp_allowed = obs.depth_heightmap > utils.OBJECT_HEIGHT_THRESHOLD_M
-        push_allowed = obs.push_allowed
+            push_allowed = obs.push_allowed
         if self.trainer is None:
             return self._choose_heuristic(obs, grasp_allowed, push_allowed)
 
@@ -500,6 +573,13 @@ class Runner:
         elif cfg.stage == "push_only":
             primitive = choose_primitive_push_only(best_goal_grasp_q, p.push_step, cfg.grasp_reward_threshold,
                                                    cfg.max_push_episode_length)
+            if primitive == "push" and self.training and self.trainer.trains("push") and \
+                    rng.random() < explore_probability(p.iteration, cfg.explore_rate_decay):
+                # The paper's code is greedy here; an untrained push head then pushes the same
+                # empty spot for hundreds of iterations (shared/reviews/...-stage2-probe.md).
+                # Explore with the depth heuristic's push into an edge beside the goal instead.
+                action = utils.push_heuristic(obs.depth_heightmap, push_allowed)
+                return primitive, action, float(push_q[action]), False, True
         else:
             if self.goal_conditioned:
                 primitive = choose_primitive_goal_conditioned(best_goal_grasp_q, obs.goal_occupancy)
@@ -529,7 +609,7 @@ class Runner:
     def _choose_heuristic(self, obs: Observation, grasp_allowed, push_allowed):
         """--policy heuristic: grasp inside the goal mask, push when the goal is crowded."""
         primitive = "grasp"
-        if self.goal_conditioned:
+        if self.goal_conditioned and self.cfg.stage != "grasp_only":  # grasp_only: the heuristic's grasp alone
             occupancy = obs.goal_occupancy
             near_goal = utils.dilate(obs.goal_mask > 0, GOAL_RING_FOR_PUSHES_PX) & push_allowed
             if occupancy > GOAL_OCCUPANCY_THRESHOLD and self.progress.no_change_in_a_row["push"] < 2:
@@ -599,7 +679,8 @@ class Runner:
                           pre_push_grasp_q=pending.best_goal_grasp_q_before, next_max_push_q=next_push_max,
                           next_max_grasp_q=next_goal_grasp_max if self.goal_conditioned else next_grasp_max)
         reward, label = reward_and_label(self.reward_stage, pending.primitive, outcome,
-                                         cfg.future_reward_discount, cfg.alternating_training)
+                                         cfg.future_reward_discount, cfg.alternating_training,
+                                         push_reward=cfg.push_reward)
         if self.goal_conditioned and pending.primitive == "push" and not goal_visible:
             # The push threw the goal out of the workspace: a terminal failure, whatever the
             # occupancy of a goal that is no longer there says (SPEC 5 is silent here).
@@ -645,8 +726,8 @@ class Runner:
         transition = Transition(state.color_heightmap, state.depth_heightmap, state.goal_mask,
                                 pending.primitive, pending.action, label, reward, pending.predicted, it - 1)
         self.trainer.remember(transition)
-        if cfg.stage == "grasp_only" and self.goal_conditioned and pending.grasp_success and not goal_grasped \
-                and pending.grasp_obj in state.masks:
+        if cfg.stage == "grasp_only" and self.goal_conditioned and cfg.goal_relabelling and pending.grasp_success \
+                and not goal_grasped and pending.grasp_obj in state.masks:
             # Goal relabelling (SPEC 5): the grasped object was a fine goal for this very grasp.
             # The grasped object is gone from the next state; training continues with the current goal there.
             relabelled = relabel_grasp_transition(transition, state.masks[pending.grasp_obj],

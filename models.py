@@ -547,6 +547,21 @@ def infer_architecture(state: dict) -> tuple[str, str]:
     return arch, backbone
 
 
+def describe_snapshot(path: str | os.PathLike) -> tuple[str, str]:
+    """(architecture, backbone) a snapshot holds: its metadata, else guessed from its keys.
+    UserError (one line) when the file is unreadable or describes no known net."""
+    meta, state = read_snapshot(path, 'cpu')
+    if meta is not None:
+        if not isinstance(meta, dict):
+            raise UserError(f"snapshot {path} has unreadable metadata")
+        arch, backbone = meta.get('architecture', '?'), meta.get('backbone', '?')
+    else:
+        arch, backbone = infer_architecture(_translate_old_keys(state))
+    if arch not in ARCHITECTURES or backbone not in BACKBONES:
+        raise UserError(f"snapshot {path} holds no known net (architecture {arch}, backbone {backbone})")
+    return arch, backbone
+
+
 def _translate_old_keys(state: dict) -> dict:
     """Old-code snapshots: full torchvision models as trunks (drop .classifier.*) and, in very
     old files, densenet 'norm.1'-style keys."""

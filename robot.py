@@ -113,6 +113,11 @@ class Backend(abc.ABC):
         """Release connections and renderers."""
 
 
+# Crowded training scenes: the cluster radius of the project's challenging cases
+# (simulation/create.py), so that the goal needs pushes as it does there.
+CROWDED_CLUSTER_RADIUS_M = 0.07
+
+
 def plan_push(action: tuple[int, int, int], valid_depth_heightmap: np.ndarray,
               workspace_limits_m: np.ndarray = WORKSPACE_LIMITS_M,
               heightmap_resolution_m: float = HEIGHTMAP_RESOLUTION_M) -> PushPlan:
@@ -209,8 +214,17 @@ class Robot:
     def object_masks(self, color_heightmap: np.ndarray, depth_heightmap: np.ndarray) -> dict[int, np.ndarray]:
         return self.backend.object_masks(color_heightmap, depth_heightmap)
 
-    def reset_scene(self, rng: np.random.Generator) -> None:
-        self.backend.reset_scene(rng)
+    def reset_scene(self, rng: np.random.Generator, cluster_around: int | None = None) -> None:
+        """A new training scene; cluster_around=k drops object k first and packs the others
+        around it (a crowded goal), where the backend can."""
+        if cluster_around is None:
+            self.backend.reset_scene(rng)
+            return
+        drop = getattr(self.backend, "drop_objects", None)
+        if drop is None:
+            raise UserError(f"{type(self.backend).__name__} cannot build crowded scenes; use --train_scene random")
+        names = [str(n) for n in rng.choice(self.backend.mesh_files, size=self.backend.num_obj)]
+        drop(names, rng, cluster_around=cluster_around, cluster_radius_m=CROWDED_CLUSTER_RADIUS_M)
 
     def num_objects_in_workspace(self) -> int | None:
         return self.backend.num_objects_in_workspace()

@@ -109,32 +109,45 @@ def push_only_push_reward(improved_grasp_q: float, change_detected: bool,
     return 0.0
 
 
-def push_only_grasp_reward(grasp_success: bool, alternating_training: bool = False) -> float:
-    """SPEC 5, stage push_only, grasp reward.
+def push_only_grasp_reward(goal_grasped: bool, alternating_training: bool = False) -> float:
+    """SPEC 5, stage push_only, grasp reward: only a grasp of the goal pays (the paper's code;
+    paying any grasp taught pushes to free whatever object).
 
-    | grasp succeeded | alternating_training | reward |
-    |-----------------|----------------------|--------|
-    | yes             | any                  |  1.5   |
-    | no              | no                   |  0.0   |
-    | no              | yes                  | -1.0   |
+    | goal grasped | alternating_training | reward |
+    |--------------|----------------------|--------|
+    | yes          | any                  |  1.5   |
+    | no (missed, or another object) | no | 0.0    |
+    | no (missed, or another object) | yes | -1.0  |
     """
-    if grasp_success:
+    if goal_grasped:
         return PUSH_ONLY_GRASP_REWARD
     return PUSH_ONLY_ALTERNATING_GRASP_FAIL if alternating_training else 0.0
 
 
-def push_only_future_value(improved_grasp_q: float, pre_push_grasp_q: float, grasp_success: bool,
+def push_only_change_push_reward(change_detected: bool) -> float:
+    """VPG's change-only push reward in stage push_only (--push_reward change, the ablation of
+    the paper's grasp-net reward): no grasp net, no occupancy.
+
+    | change near the goal | reward |
+    |----------------------|--------|
+    | yes                  |  0.5   |
+    | no                   |  0.0   |
+    """
+    return VPG_PUSH_REWARD if change_detected else 0.0
+
+
+def push_only_future_value(improved_grasp_q: float, pre_push_grasp_q: float, goal_grasped: bool,
                            next_max_push_q: float) -> float:
     """SPEC 5, stage push_only, future value (for pushes and grasps alike, as the old code).
 
-    | improved <= 0.1 | pre-push best goal grasp Q < 0.5 | no grasp succeeded | future          |
-    |-----------------|----------------------------------|--------------------|-----------------|
-    | yes             | yes                              | yes                | 0               |
-    | any other combination                                                 || max next push Q |
+    | improved <= 0.1 | pre-push best goal grasp Q < 0.5 | goal not grasped | future          |
+    |-----------------|----------------------------------|------------------|-----------------|
+    | yes             | yes                              | yes              | 0               |
+    | any other combination                                               || max next push Q |
     pre_push_grasp_q: the best goal-masked grasp Q of the state the action was chosen in.
     """
     if (improved_grasp_q <= PUSH_ONLY_IMPROVEMENT_THRESHOLD
-            and pre_push_grasp_q < PUSH_ONLY_PRE_PUSH_GRASP_Q_THRESHOLD and not grasp_success):
+            and pre_push_grasp_q < PUSH_ONLY_PRE_PUSH_GRASP_Q_THRESHOLD and not goal_grasped):
         return 0.0
     return float(next_max_push_q)
 
@@ -203,10 +216,15 @@ class Outcome:
     next_max_grasp_q: float = 0.0
 
 
+PUSH_REWARDS = ('grasp_net', 'change')
+
+
 def reward_and_label(stage: str, primitive: str, outcome: Outcome,
                      gamma: float = FUTURE_REWARD_DISCOUNT, alternating_training: bool = False,
-                     push_rewards: bool = True) -> tuple[float, float]:
-    """(reward, label) of one transition by the rule of its stage (the functions above)."""
+                     push_rewards: bool = True, push_reward: str = 'grasp_net') -> tuple[float, float]:
+    """(reward, label) of one transition by the rule of its stage (the functions above).
+
+    push_reward (push_only): 'grasp_net', the paper's; 'change', VPG's change-only reward."""
     if primitive not in PRIMITIVES:
         raise ValueError(f"primitive must be 'push' or 'grasp', got {primitive!r}")
     o = outcome
@@ -214,11 +232,13 @@ def reward_and_label(stage: str, primitive: str, outcome: Outcome,
         reward = grasp_only_reward(o.goal_grasped) if primitive == 'grasp' else 0.0
         return reward, grasp_only_label(o.grasp_success, reward, o.next_max_grasp_q, gamma)
     if stage == 'push_only':
-        if primitive == 'push':
+        if primitive == 'push' and push_reward == 'change':
+            reward = push_only_change_push_reward(o.change_detected)
+        elif primitive == 'push':
             reward = push_only_push_reward(o.improved_grasp_q, o.change_detected, o.decreased_occupancy)
         else:
-            reward = push_only_grasp_reward(o.grasp_success, alternating_training)
-        future = push_only_future_value(o.improved_grasp_q, o.pre_push_grasp_q, o.grasp_success,
+            reward = push_only_grasp_reward(o.goal_grasped, alternating_training)
+        future = push_only_future_value(o.improved_grasp_q, o.pre_push_grasp_q, o.goal_grasped,
                                         o.next_max_push_q)
         return reward, q_label(reward, future, gamma)
     if stage == 'push_grasp':
@@ -227,6 +247,37 @@ def reward_and_label(stage: str, primitive: str, outcome: Outcome,
                                   o.next_max_grasp_q)
         return reward, vpg_label(primitive, reward, future, gamma, push_rewards)
     raise ValueError(f'unknown stage {stage!r}')
+
+
+def grasp_success_reward(reward_stage: str) -> float:
+    """The reward a successful (goal) grasp earns under a stage's rules."""
+    return {'grasp_only': GRASP_ONLY_SUCCESS_REWARD, 'push_only': PUSH_ONLY_GRASP_REWARD,
+            'push_grasp': VPG_GRASP_REWARD}[reward_stage]
+
+
+def replay_target_reward(primitive: str, current_reward: float, success_reward: float,
+                         goal_oriented: bool) -> Optional[float]:
+    """The reward of the past samples one replay step draws from (the paper's main.py), or None
+    when nothing is replayed.
+
+    | primitive | run           | current reward      | replay samples with reward |
+    |-----------|---------------|---------------------|----------------------------|
+    | push      | any           | 0.5                 | 0                          |
+    | push      | any           | anything else       | 0.5                        |
+    | grasp     | goal-agnostic | success_reward      | 0                          |
+    | grasp     | goal-agnostic | anything else       | success_reward             |
+    | grasp     | goal-oriented | success_reward      | none                       |
+    | grasp     | goal-oriented | anything else       | success_reward (goal grasps) |
+    Push samples rewarded -0.5 are never replayed.  success_reward: grasp_success_reward().
+    """
+    same = lambda a, b: abs(a - b) < 1e-6  # noqa: E731
+    if primitive == 'push':
+        return 0.0 if same(current_reward, VPG_PUSH_REWARD) else VPG_PUSH_REWARD
+    if primitive != 'grasp':
+        raise ValueError(f"primitive must be 'push' or 'grasp', got {primitive!r}")
+    if same(current_reward, success_reward):
+        return None if goal_oriented else 0.0
+    return float(success_reward)
 
 
 # ==============================================================================================
@@ -454,20 +505,21 @@ class ReplayMemory:
         return total
 
     # -- sampling ------------------------------------------------------------------------------
-    def candidates(self, primitive: str, current_reward: float) -> np.ndarray:
-        """Indices of stored entries of `primitive` whose reward differs from current_reward."""
+    def candidates(self, primitive: str, target_reward: float) -> np.ndarray:
+        """Indices of stored entries of `primitive` whose reward is target_reward
+        (replay_target_reward says which)."""
         code = PRIMITIVES.index(primitive)
-        sel = (self._id >= 0) & (self._primitive == code) & (np.abs(self._reward - current_reward) > 1e-6)
+        sel = (self._id >= 0) & (self._primitive == code) & (np.abs(self._reward - target_reward) <= 1e-6)
         return self._id[sel]
 
-    def sample(self, primitive: str, current_reward: float, rng: np.random.Generator) -> Optional[int]:
+    def sample(self, primitive: str, target_reward: float, rng: np.random.Generator) -> Optional[int]:
         """Pick one entry to replay, as VPG does, or None when there is no candidate.
 
-        Candidates: same primitive, reward != current_reward.  They are ranked by surprise
+        Candidates: same primitive, reward == target_reward.  They are ranked by surprise
         |predicted - label| ascending (ties: older first) and the rank is drawn as
         round(rng.power(2) * (n - 1)): density 2x on [0, 1], so high surprise is preferred.
         """
-        ids = self.candidates(primitive, current_reward)
+        ids = self.candidates(primitive, target_reward)
         if ids.size == 0:
             return None
         slots = ids % self.capacity
@@ -558,7 +610,9 @@ class TrainerConfig:
     """Everything the Trainer needs; field names follow the command-line flags.
 
     stage: 'grasp_only' | 'push_only' | 'push_grasp'.  goal_conditioned: build the five-trunk
-    goal-conditioned net (--grasp_goal_conditioned) rather than goal-agnostic VPG.  backbone:
+    goal-conditioned net (--grasp_goal_conditioned) rather than goal-agnostic VPG.
+    goal_oriented: the task has a goal (--goal_conditioned: replay draws goal grasps only).
+    reward_stage: whose reward rules label the transitions (default: stage).  backbone:
     'densenet121' (faithful) | 'resnet18' | 'tiny'.  device: 'auto' | 'cpu' | 'cuda' | 'cuda:N'.
     pretrained_weights: 'auto' (torchvision cache) | 'none' | a file path; ignored when
     snapshot_file is given.  precision 'fp32' | 'bf16' (autocast), channels_last, norm_mode
@@ -568,6 +622,8 @@ class TrainerConfig:
 
     stage: str = 'grasp_only'
     goal_conditioned: bool = True
+    goal_oriented: bool = True
+    reward_stage: Optional[str] = None
     backbone: str = 'densenet121'
     device: str = 'auto'
     future_reward_discount: float = FUTURE_REWARD_DISCOUNT
@@ -786,14 +842,20 @@ class Trainer:
 
     def replay(self, primitive: str, current_reward: float,
                rng: np.random.Generator) -> Optional[ReplayResult]:
-        """One prioritised replay step (SPEC 5): sample an entry of `primitive` whose reward
-        differs from current_reward, train on it with its stored label, and record as its new
+        """One prioritised replay step (SPEC 5): sample an entry of `primitive` whose reward is
+        the one replay_target_reward names for current_reward (the paper's candidates), train on
+        it with its stored label, and record as its new
         predicted value the Q at its action that this training forward computed (before the
         step), so no extra 16-rotation forward runs.  None when nothing to replay or that net
         is frozen."""
         if not self.trains(primitive):
             return None
-        index = self.memory.sample(primitive, current_reward, rng)
+        target = replay_target_reward(primitive, current_reward,
+                                      grasp_success_reward(self.config.reward_stage or self.config.stage),
+                                      self.config.goal_oriented)
+        if target is None:
+            return None
+        index = self.memory.sample(primitive, target, rng)
         if index is None:
             return None
         t = self.memory[index]

@@ -64,8 +64,11 @@ LABEL_TABLE = [
     ('push_only', 'push', O(improved_grasp_q=0.1, change_detected=True, decreased_occupancy=0.3,
                             pre_push_grasp_q=0.2, next_max_push_q=0.8), False, True, (0.0, 0.0)),
     # push_only grasps: 1.5 / 0 / -1.0 (alternating); future = max next push Q unless zeroed
-    ('push_only', 'grasp', O(grasp_success=True, pre_push_grasp_q=1.9, next_max_push_q=0.8), False, True, (1.5, 1.9)),
-    ('push_only', 'grasp', O(grasp_success=True, pre_push_grasp_q=0.1, next_max_push_q=0.8), True, True, (1.5, 1.9)),
+    ('push_only', 'grasp', O(grasp_success=True, goal_grasped=True, pre_push_grasp_q=1.9, next_max_push_q=0.8), False, True, (1.5, 1.9)),
+    ('push_only', 'grasp', O(grasp_success=True, goal_grasped=True, pre_push_grasp_q=0.1, next_max_push_q=0.8), True, True, (1.5, 1.9)),
+    # only the goal pays: another object grasped is a failed goal grasp (the paper's code)
+    ('push_only', 'grasp', O(grasp_success=True, goal_grasped=False, pre_push_grasp_q=0.1, next_max_push_q=0.8), False, True, (0.0, 0.0)),
+    ('push_only', 'grasp', O(grasp_success=True, goal_grasped=False, pre_push_grasp_q=0.6, next_max_push_q=0.8), True, True, (-1.0, -0.6)),
     ('push_only', 'grasp', O(grasp_success=False, pre_push_grasp_q=0.6, next_max_push_q=0.8), False, True, (0.0, 0.4)),
     ('push_only', 'grasp', O(grasp_success=False, pre_push_grasp_q=0.2, next_max_push_q=0.8), False, True, (0.0, 0.0)),
     ('push_only', 'grasp', O(grasp_success=False, pre_push_grasp_q=0.2, next_max_push_q=0.8), True, True, (-1.0, -1.0)),
@@ -85,6 +88,36 @@ LABEL_TABLE = [
 def test_reward_and_label_table(stage, primitive, outcome, alternating, push_rewards, expected):
     got = T.reward_and_label(stage, primitive, outcome, G, alternating, push_rewards)
     assert got == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize('outcome,expected', [
+    (O(change_detected=True, improved_grasp_q=-1.0, decreased_occupancy=-1.0, pre_push_grasp_q=0.2, next_max_push_q=0.8), (0.5, 0.5)),
+    (O(change_detected=False, improved_grasp_q=0.5, decreased_occupancy=0.5, pre_push_grasp_q=0.2, next_max_push_q=0.8), (0.0, 0.4)),
+    (O(change_detected=False, improved_grasp_q=0.0, decreased_occupancy=0.5, pre_push_grasp_q=0.2, next_max_push_q=0.8), (0.0, 0.0)),
+])
+def test_change_only_push_reward_table(outcome, expected):
+    """--push_reward change (VPG's reward, the ablation): 0.5 on a change near the goal, the grasp
+    net and the occupancy play no part; the future rule stays push_only's."""
+    got = T.reward_and_label('push_only', 'push', outcome, G, push_reward='change')
+    assert got == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize('primitive,current,success,goal_oriented,expected', [
+    ('push', 0.5, 1.5, True, 0.0),
+    ('push', 0.0, 1.5, True, 0.5),
+    ('push', -0.5, 1.5, True, 0.5),      # -0.5 pushes are never drawn
+    ('grasp', 1.0, 1.0, False, 0.0),
+    ('grasp', 0.0, 1.0, False, 1.0),
+    ('grasp', 1.0, 1.0, True, None),     # goal-oriented: nothing after a goal grasp
+    ('grasp', 0.0, 1.0, True, 1.0),
+    ('grasp', -1.0, 1.5, True, 1.5),     # alternating training: successes after a failure
+])
+def test_replay_target_reward_table(primitive, current, success, goal_oriented, expected):
+    assert T.replay_target_reward(primitive, current, success, goal_oriented) == expected
+
+
+def test_grasp_success_reward_per_stage():
+    assert [T.grasp_success_reward(s) for s in T.STAGES] == [1.0, 1.5, 1.0]
 
 
 def test_single_rules_edges():
@@ -296,19 +329,19 @@ def test_replay_picks_same_primitive_other_reward_and_prefers_surprise():
         mem.add(_transition(100 + k, 'push', 0.5, label=50.0, predicted=0.0))
     for k in range(10):    # other primitive: never picked
         mem.add(_transition(200 + k, 'grasp', 0.0, label=50.0, predicted=0.0))
-    assert sorted(mem.candidates('push', 0.5)) == sorted(good)
+    assert sorted(mem.candidates('push', 0.0)) == sorted(good)
     rng = np.random.default_rng(1234)
-    picks = [mem.sample('push', 0.5, rng) for _ in range(3000)]
+    picks = [mem.sample('push', 0.0, rng) for _ in range(3000)]
     assert set(picks) <= set(good)
     ranks = np.array([good[p] for p in picks])   # surprise rank 0 .. 19
     # power(2) draws: mean normalised rank 2/3; high surprise far more often than low
     assert abs(ranks.mean() / 19 - 2 / 3) < 0.03
     assert (ranks >= 15).sum() > 5 * (ranks < 5).sum()
-    assert mem.sample('grasp', 0.0, rng) is None        # all grasps have reward 0
+    assert mem.sample('grasp', 1.0, rng) is None        # all grasps have reward 0
     # updating a prediction changes its surprise, hence its rank
     top = max(good, key=good.get)
     mem.update_predicted(top, float(good[top]))           # surprise now 0
-    picks = [mem.sample('push', 0.5, rng) for _ in range(500)]
+    picks = [mem.sample('push', 0.0, rng) for _ in range(500)]
     assert picks.count(top) < 15
 
 
@@ -337,7 +370,7 @@ def test_replay_save_load_round_trip(tmp_path, compress):
         for f in ('primitive', 'action', 'label', 'reward', 'predicted', 'iteration'):
             assert getattr(a, f) == getattr(b, f), f
     r1, r2 = np.random.default_rng(7), np.random.default_rng(7)
-    assert [mem.sample('push', 9.0, r1) for _ in range(20)] == [back.sample('push', 9.0, r2) for _ in range(20)]
+    assert [mem.sample('push', 1.0, r1) for _ in range(20)] == [back.sample('push', 1.0, r2) for _ in range(20)]
     assert back.add(_transition(9, 'push', 0, 0, 0)) == 6
 
 
@@ -377,8 +410,9 @@ def test_trainer_replay_updates_prediction():
     tr = make_trainer(stage='grasp_only')
     _fill(tr)
     rng = np.random.default_rng(0)
-    res = tr.replay('grasp', current_reward=1.0, rng=rng)
-    assert res is not None and res.index in (0, 2)         # the reward-0 entries
+    assert tr.replay('grasp', current_reward=1.0, rng=rng) is None   # goal-oriented: not after a success
+    res = tr.replay('grasp', current_reward=0.0, rng=rng)
+    assert res is not None and res.index in (1, 3)         # the successful goal grasps
     assert tr.memory[res.index].predicted == res.predicted != 0.0
     assert tr.replay('push', current_reward=0.0, rng=rng) is None   # push net frozen
 
@@ -389,7 +423,7 @@ def test_save_load_state_resumes_exactly(tmp_path):
     rng = np.random.default_rng(5)
     color, depth, mask = scene(9)
     a.backprop(color, depth, mask, 'grasp', (4, 33, 33), 1.0)
-    a.replay('grasp', 1.0, rng)
+    a.replay('grasp', 0.0, rng)
     a.iteration = 17
     a.save_state(tmp_path / 'state', extra={'rng': rng.bit_generator.state, 'no_change': [1, 0]})
 
@@ -398,7 +432,7 @@ def test_save_load_state_resumes_exactly(tmp_path):
     assert b.iteration == 17 and extra['no_change'] == [1, 0]
     rng_b = np.random.default_rng()
     rng_b.bit_generator.state = extra['rng']
-    ra, rb = a.replay('grasp', 1.0, rng), b.replay('grasp', 1.0, rng_b)
+    ra, rb = a.replay('grasp', 0.0, rng), b.replay('grasp', 0.0, rng_b)
     assert ra.index == rb.index and ra.loss == rb.loss
     a.backprop(color, depth, mask, 'grasp', (6, 10, 40), 0.0)
     b.backprop(color, depth, mask, 'grasp', (6, 10, 40), 0.0)

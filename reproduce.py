@@ -1,0 +1,387 @@
+"""`make reproduce`: the paper's whole pipeline in one resumable command, then its Table I.
+
+    python reproduce.py [--run_dir ~/goal-push-grasp-reproduce] [--cases simulation/test-cases]
+                        [--trials 30] [--backbone tiny] [--seed 1] [--scale 1.0] [--status]
+
+Steps, in order (each one `python main.py ...` in its own session directory under
+RUN_DIR/steps/<step>/):
+  explore              goal-agnostic grasp net, the explore model of stage 1 (--grasp_explore)
+  stage1               goal-conditioned grasp net, goal relabelling, exploring with the explore model
+  stage1-*             the relabelling ablation: with and without relabelling on two seeds
+  stage2               push net against the frozen grasp net (crowded goals), the paper's push reward
+  stage2-change        the same with VPG's change-only push reward (the ablation)
+  stage3-grasp, stage3-push   the alternating halves (grasp net in pushed scenes, then the push net)
+  test-<row>-<case>    every row of Table I on every case of --cases, --trials jittered trials each
+then RUN_DIR/table1.md, table1.json and the learning curves RUN_DIR/curves-*.png.
+
+Killed and run again (same --run_dir), it skips the finished steps and resumes the unfinished one
+with --continue_logging (no finished transition or trial is lost or repeated). Progress, the
+time per iteration and an estimate of the time left are printed every --progress_s seconds;
+`--status` prints them once without running anything. The defaults (tiny backbone, 2-core CPU)
+take about 4 hours; `--scale 0.05 --trials 2` runs the same pipeline in minutes (a smoke test).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+DEFAULT_RUN_DIR = Path.home() / "goal-push-grasp-reproduce"
+DEFAULT_CASES = PROJECT_ROOT / "simulation" / "test-cases"
+GOAL = ["--grasp_goal_conditioned", "--goal_conditioned"]
+TRAIN_GOAL_INDEX = 4  # the paper's k
+# Budgets at --scale 1 (iterations). Stage 1 and its ablation: the paper's 600 episodes (one
+# grasp each). Stages 2 and 3: sized so that the whole pipeline fits about 4 hours on 2 cores.
+EXPLORE_ITERATIONS = 300
+STAGE1_ITERATIONS = 600
+STAGE2_ITERATIONS = 1500
+STAGE2_ABLATION_ITERATIONS = 1000
+STAGE3_GRASP_ITERATIONS = 800
+STAGE3_PUSH_ITERATIONS = 600
+SECONDS_PER_ITERATION_GUESS = 0.9  # until a step has measured its own
+ACTIONS_PER_TRIAL_GUESS = 4.0
+# A test trial is capped so that a policy stuck pushing cannot run forever: the paper's failure
+# rule (10 failed grasps in a row) needs grasps to fire.
+MAX_ACTIONS_PER_TRIAL = 30
+
+# Table I rows: (row name, what it is).
+ROWS = (
+    ("heuristic", "the depth heuristic policy (push when the goal is crowded, grasp across a ridge)"),
+    ("heuristic-grasp", "the heuristic's grasp alone, no pushes (is a case challenging?)"),
+    ("grasping-only", "the stage-1 snapshot, grasps only (the paper's 'grasping only')"),
+    ("no-alternating", "the stage-2 snapshot (the paper's 'no alternating training')"),
+    ("full", "the stage-3 snapshot (the full method)"),
+)
+
+
+@dataclass
+class Step:
+    name: str
+    argv: list[str]
+    kind: str  # "train" | "test"
+    budget: int  # iterations (train) or trials (test)
+    snapshot_from: list[str] = field(default_factory=list)  # steps whose snapshots argv needs
+    stage: str = ""
+
+
+def snapshot_path(run_dir: Path, step: str) -> Path:
+    return run_dir / "snapshots" / f"{step}.pth"
+
+
+def build_steps(args: argparse.Namespace) -> list[Step]:
+    run_dir, s = args.run_dir, args.scale
+    common = ["--backbone", args.backbone, "--cpu", "--experience_replay", "--explore_rate_decay"]
+    n = lambda iterations: max(int(round(iterations * s)), 4)  # noqa: E731
+    snap = lambda step: str(snapshot_path(run_dir, step))  # noqa: E731
+    seed, seed2 = args.seed, args.seed + 1
+    steps = [Step("explore", ["--stage", "grasp_only", "--num_obj", "5", *common, "--random_seed", str(seed),
+                              "--max_iterations", str(n(EXPLORE_ITERATIONS))], "train", n(EXPLORE_ITERATIONS),
+                  stage="grasp_only")]
+
+    def stage1(name: str, run_seed: int, relabel: bool) -> Step:
+        argv = ["--stage", "grasp_only", "--num_obj", "5", *GOAL, "--goal_obj_idx", str(TRAIN_GOAL_INDEX), *common,
+                "--grasp_explore", "--load_explore_snapshot", "--explore_snapshot_file", snap("explore"),
+                "--random_seed", str(run_seed), "--max_iterations", str(n(STAGE1_ITERATIONS))]
+        if not relabel:
+            argv.append("--no_goal_relabelling")
+        return Step(name, argv, "train", n(STAGE1_ITERATIONS), ["explore"], "grasp_only")
+
+    steps.append(stage1("stage1", seed, True))
+
+    def push_only(name: str, source: str, iterations: int, *extra: str) -> Step:
+        argv = ["--stage", "push_only", "--num_obj", "10", "--grasp_reward_threshold", "1.8", *GOAL,
+                "--goal_obj_idx", str(TRAIN_GOAL_INDEX), *common, "--load_snapshot", "--snapshot_file", snap(source),
+                "--random_seed", str(seed), "--max_iterations", str(n(iterations)), *extra]
+        return Step(name, argv, "train", n(iterations), [source], "push_only")
+
+    steps.append(push_only("stage2", "stage1", STAGE2_ITERATIONS))
+    steps.append(push_only("stage3-grasp", "stage2", STAGE3_GRASP_ITERATIONS, "--alternating_training"))
+    steps.append(push_only("stage3-push", "stage3-grasp", STAGE3_PUSH_ITERATIONS))
+
+    cases = sorted(Path(args.cases).glob("*.txt"))
+    if not cases:
+        raise SystemExit(f"error: no test-case files (*.txt) in {args.cases}")
+    row_argv = {
+        "heuristic": ["--stage", "push_grasp", "--policy", "heuristic", *GOAL],
+        "heuristic-grasp": ["--stage", "grasp_only", "--policy", "heuristic", *GOAL],
+        "grasping-only": ["--stage", "grasp_only", *GOAL, "--load_snapshot", "--snapshot_file", snap("stage1")],
+        "no-alternating": ["--stage", "push_grasp", *GOAL, "--load_snapshot", "--snapshot_file", snap("stage2")],
+        "full": ["--stage", "push_grasp", *GOAL, "--load_snapshot", "--snapshot_file", snap("stage3-push")],
+    }
+    row_source = {"grasping-only": ["stage1"], "no-alternating": ["stage2"], "full": ["stage3-push"]}
+    for row, _ in ROWS:
+        for case_index, case in enumerate(cases):
+            # The same seed per case for every row: each row meets the same jittered scenes.
+            argv = [*row_argv[row], "--num_obj", "10", "--is_testing", "--test_preset_cases",
+                    "--test_preset_file", str(case), "--max_test_trials", str(args.trials),
+                    "--max_iterations", str(args.trials * MAX_ACTIONS_PER_TRIAL),
+                    "--random_seed", str(1000 * seed + case_index), "--cpu"]
+            steps.append(Step(f"test-{row}-{case.stem}", argv, "test", args.trials, row_source.get(row, [])))
+    # The sample-efficiency ablations come last: Table I first.
+    steps.append(stage1("stage1-norelabel", seed, False))
+    steps.append(stage1("stage1-seed2", seed2, True))
+    steps.append(stage1("stage1-norelabel-seed2", seed2, False))
+    steps.append(push_only("stage2-change", "stage1", STAGE2_ABLATION_ITERATIONS, "--push_reward", "change"))
+    return steps
+
+
+# ---------------------------------------------------------------------------------------------
+# Running one step, resumably
+# ---------------------------------------------------------------------------------------------
+def step_dir(run_dir: Path, step: Step) -> Path:
+    return run_dir / "steps" / step.name
+
+
+def session_of(run_dir: Path, step: Step) -> Path | None:
+    logs = step_dir(run_dir, step) / "logs"
+    sessions = sorted(p for p in logs.iterdir() if p.is_dir()) if logs.is_dir() else []
+    return sessions[-1] if sessions else None
+
+
+def is_done(run_dir: Path, step: Step) -> bool:
+    return (step_dir(run_dir, step) / "done.json").is_file()
+
+
+def count_rows(path: Path) -> int:
+    try:
+        with open(path, "rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    except OSError:
+        return 0
+
+
+def step_progress(run_dir: Path, step: Step) -> int:
+    """Iterations (train) or finished trials (test) the step's logs hold."""
+    if is_done(run_dir, step):
+        return step.budget
+    session = session_of(run_dir, step)
+    if session is None:
+        return 0
+    transitions = session / "transitions"
+    if step.kind == "train":
+        return count_rows(transitions / "executed-action.log.txt")
+    return count_rows(transitions / "clearance.log.txt") - count_rows(transitions / "aborted-trial.log.txt")
+
+
+class Clock:
+    """Seconds per iteration as measured, per kind, for the estimate of the time left."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "timing.json"
+        self.per_iteration = {"train": SECONDS_PER_ITERATION_GUESS, "test": SECONDS_PER_ITERATION_GUESS}
+        if self.path.is_file():
+            self.per_iteration.update(json.loads(self.path.read_text()))
+
+    def update(self, kind: str, seconds_per_iteration: float) -> None:
+        self.per_iteration[kind] = seconds_per_iteration
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.per_iteration))
+        os.replace(tmp, self.path)
+
+    def seconds_left(self, run_dir: Path, steps: list[Step]) -> float:
+        total = 0.0
+        for step in steps:
+            left = step.budget - step_progress(run_dir, step)
+            if left > 0:
+                per_unit = ACTIONS_PER_TRIAL_GUESS if step.kind == "test" else 1.0
+                total += left * per_unit * self.per_iteration[step.kind]
+        return total
+
+
+def _fmt_duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds > 5400 else f"{seconds / 60:.0f} min"
+
+
+def run_step(args: argparse.Namespace, steps: list[Step], index: int, clock: Clock) -> None:
+    step, run_dir = steps[index], args.run_dir
+    directory = step_dir(run_dir, step)
+    (directory / "logs").mkdir(parents=True, exist_ok=True)
+    for source in step.snapshot_from:
+        if not snapshot_path(run_dir, source).is_file():
+            raise SystemExit(f"error: step {step.name} needs the snapshot of step {source}, which is missing")
+    session = session_of(run_dir, step)
+    argv = [sys.executable, str(PROJECT_ROOT / "main.py"), *step.argv, "--logs_dir", str(directory / "logs")]
+    if session is not None:
+        argv += ["--continue_logging", "--logging_directory", str(session)]
+    started, done_before = time.time(), step_progress(run_dir, step)
+    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"),
+               PYOPENGL_PLATFORM=os.environ.get("PYOPENGL_PLATFORM", "egl"))
+    with open(directory / "stdout.log", "ab") as out:
+        out.write(f"\n$ {' '.join(argv)}\n".encode())
+        out.flush()
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT)
+        try:
+            while process.poll() is None:
+                try:
+                    process.wait(timeout=args.progress_s)
+                except subprocess.TimeoutExpired:
+                    pass
+                done = step_progress(run_dir, step)
+                elapsed = time.time() - started
+                if done > done_before and step.kind == "train":
+                    clock.update("train", elapsed / (done - done_before))
+                print(f"[{index + 1}/{len(steps)} {step.name}] {done}/{step.budget} "
+                      f"{'iterations' if step.kind == 'train' else 'trials'}, {elapsed / 60:.1f} min in this run; "
+                      f"about {_fmt_duration(clock.seconds_left(run_dir, steps))} left in all", flush=True)
+        except KeyboardInterrupt:
+            process.send_signal(2)
+            process.wait()
+            raise
+    if process.returncode != 0:
+        tail = (directory / "stdout.log").read_text(errors="replace").strip().splitlines()[-3:]
+        raise SystemExit(f"error: step {step.name} failed (exit {process.returncode}); "
+                         f"see {directory / 'stdout.log'}: {' | '.join(tail)}")
+    session = session_of(run_dir, step)
+    if step.kind == "train":
+        source = session / "models" / f"snapshot-backup.{step.stage}.pth"
+        target = snapshot_path(run_dir, step.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target.with_suffix(".tmp"))
+        os.replace(target.with_suffix(".tmp"), target)
+    else:
+        actions = count_rows(session / "transitions" / "executed-action.log.txt")
+        trials = max(step_progress(run_dir, step), 1)
+        clock.update("test", (time.time() - started) / max(actions, 1))
+        global ACTIONS_PER_TRIAL_GUESS
+        ACTIONS_PER_TRIAL_GUESS = max(actions / trials, 1.0)
+    (directory / "done.json").write_text(json.dumps({"session": str(session), "finished": time.time()}))
+
+
+# ---------------------------------------------------------------------------------------------
+# Table I and the curves
+# ---------------------------------------------------------------------------------------------
+def evaluate_rows(args: argparse.Namespace, steps: list[Step]) -> dict:
+    import evaluate
+
+    table: dict = {"rows": {}, "cases": [], "trials_per_case": args.trials}
+    for row, description in ROWS:
+        per_case = {}
+        for step in steps:
+            if step.kind != "test" or not step.name.startswith(f"test-{row}-") or not is_done(args.run_dir, step):
+                continue
+            case = step.name[len(f"test-{row}-"):]
+            result = evaluate.evaluate_session(session_of(args.run_dir, step), num_obj_complete=1)
+            per_case[case] = {k: result.get(k) for k in (
+                "num_trials", "completion_pct", "goal_grasp_success_pct", "motion_number",
+                "paper_code_completion_pct", "paper_code_goal_grasp_success_pct", "first_grasp_goal_success_pct")}
+        if not per_case:
+            continue
+        mean = lambda key: _mean_of([c[key] for c in per_case.values()])  # noqa: E731
+        table["rows"][row] = {"description": description, "cases": per_case,
+                              "completion_pct": mean("completion_pct"),
+                              "goal_grasp_success_pct": mean("goal_grasp_success_pct"),
+                              "motion_number": mean("motion_number"),
+                              "paper_code_completion_pct": mean("paper_code_completion_pct"),
+                              "paper_code_goal_grasp_success_pct": mean("paper_code_goal_grasp_success_pct"),
+                              "first_grasp_goal_success_pct": mean("first_grasp_goal_success_pct")}
+        table["cases"] = sorted(set(table["cases"]) | set(per_case))
+    return table
+
+
+def _mean_of(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(sum(values) / len(values)) if values else None
+
+
+def _cell(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def format_table(table: dict) -> str:
+    lines = ["| method | completion % | goal grasp success % | motion number | "
+             "paper-code completion % | paper-code GS % | goal grasped at the first grasp % |",
+             "|---|---|---|---|---|---|---|"]
+    for row, values in table["rows"].items():
+        lines.append(f"| {row} | {_cell(values['completion_pct'])} | {_cell(values['goal_grasp_success_pct'])} | "
+                     f"{_cell(values['motion_number'], 2)} | {_cell(values['paper_code_completion_pct'])} | "
+                     f"{_cell(values['paper_code_goal_grasp_success_pct'])} | "
+                     f"{_cell(values['first_grasp_goal_success_pct'])} |")
+    lines.append("")
+    lines.append(f"Each figure is the mean over {len(table['cases'])} cases of the per-case value, "
+                 f"{table['trials_per_case']} jittered trials per case (the paper's Table I averages its cases).")
+    if table["rows"]:
+        lines += ["", "Per case (completion / GS / MN):", "",
+                  "| case | " + " | ".join(table["rows"]) + " |", "|---|" + "---|" * len(table["rows"])]
+        for case in table["cases"]:
+            cells = []
+            for values in table["rows"].values():
+                c = values["cases"].get(case)
+                cells.append("n/a" if c is None else f"{_cell(c['completion_pct'], 0)} / "
+                             f"{_cell(c['goal_grasp_success_pct'], 0)} / {_cell(c['motion_number'], 2)}")
+            lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(args: argparse.Namespace, steps: list[Step]) -> None:
+    import curves
+
+    table = evaluate_rows(args, steps)
+    (args.run_dir / "table1.json").write_text(json.dumps(table, indent=1))
+    (args.run_dir / "table1.md").write_text(format_table(table))
+    sessions = {step.name: session_of(args.run_dir, step) for step in steps if step.kind == "train"}
+    written = curves.write_all(sessions, args.run_dir)
+    print(format_table(table))
+    print("curves: " + ", ".join(str(p) for p in written))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run_dir", type=Path, default=DEFAULT_RUN_DIR,
+                        help="where every step's session, the snapshots and the report go (resumed when it exists)")
+    parser.add_argument("--cases", default=str(DEFAULT_CASES), help="folder of test-case files (*.txt)")
+    parser.add_argument("--trials", type=int, default=30, help="jittered trials per case and row (the paper's n)")
+    parser.add_argument("--backbone", default="tiny", choices=["tiny", "resnet18", "densenet121"])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies every training budget")
+    parser.add_argument("--progress_s", type=float, default=60.0, help="seconds between progress lines")
+    parser.add_argument("--status", action="store_true", help="print where the run stands and exit")
+    parser.add_argument("--until", default="", help="stop after this step (e.g. stage3-push)")
+    parser.add_argument("--report_only", action="store_true", help="write Table I and the curves from what exists")
+    args = parser.parse_args(argv)
+    if args.trials < 1 or args.scale <= 0:
+        print("error: --trials must be >= 1 and --scale > 0", file=sys.stderr)
+        return 2
+    args.run_dir = args.run_dir.expanduser().resolve()
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    settings = {k: str(v) for k, v in vars(args).items() if k in ("cases", "trials", "backbone", "seed", "scale")}
+    settings_file = args.run_dir / "settings.json"
+    if settings_file.is_file() and json.loads(settings_file.read_text()) != settings:
+        print(f"error: {args.run_dir} holds a run with other settings {settings_file.read_text()}; "
+              f"use another --run_dir or the same options", file=sys.stderr)
+        return 2
+    settings_file.write_text(json.dumps(settings))
+    steps = build_steps(args)
+    clock = Clock(args.run_dir)
+    if args.status or args.report_only:
+        for i, step in enumerate(steps):
+            print(f"{i + 1:3d} {step.name:40s} {step_progress(args.run_dir, step)}/{step.budget}"
+                  f"{' done' if is_done(args.run_dir, step) else ''}")
+        print(f"about {_fmt_duration(clock.seconds_left(args.run_dir, steps))} left")
+        if args.report_only:
+            write_report(args, steps)
+        return 0
+    try:
+        for index, step in enumerate(steps):
+            if not is_done(args.run_dir, step):
+                run_step(args, steps, index, clock)
+            if step.name == args.until:
+                break
+    except KeyboardInterrupt:
+        print(f"\nstopped; run the same command again to continue ({args.run_dir})", file=sys.stderr)
+        return 130
+    except SystemExit as stop:
+        print(stop, file=sys.stderr)
+        return 2
+    write_report(args, steps)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
