@@ -118,6 +118,7 @@ def load_session_logs(directory: str | os.PathLike, need_goal: bool = True) -> d
     goal_obj = _column(_load_log(transitions, 'goal-obj', required=need_goal), 'goal-obj', num_rows)
     grasp_success = _column(_load_log(transitions, 'grasp-success', required=False), 'grasp-success',
                             num_rows)
+    reward = _column(_load_log(transitions, 'reward-value', required=False), 'reward-value', num_rows)
 
     # No clearance file simply means no trial has ended yet (logs are created on first append).
     clear = _load_log(transitions, 'clearance', required=False)
@@ -133,7 +134,7 @@ def load_session_logs(directory: str | os.PathLike, need_goal: bool = True) -> d
     aborted_log = _load_log(transitions, 'aborted-trial', required=False)
     aborted = np.zeros((0,), dtype=int) if aborted_log is None else aborted_log.reshape(-1).astype(int)
     return {'primitive': primitive, 'grasp_obj': grasp_obj, 'goal_obj': goal_obj,
-            'grasp_success': grasp_success, 'clearance': clearance, 'aborted': aborted}
+            'grasp_success': grasp_success, 'clearance': clearance, 'aborted': aborted, 'reward': reward}
 
 
 def _check_clearance(clearance: np.ndarray, num_rows: int) -> None:
@@ -162,7 +163,7 @@ def evaluate_logs(primitive: np.ndarray, grasp_obj: np.ndarray, clearance: np.nd
                   goal_obj: np.ndarray | None = None, grasp_success: np.ndarray | None = None,
                   num_obj_complete: int = 1,
                   max_goal_grasp_failures: int = DEFAULT_MAX_GOAL_GRASP_FAILURES,
-                  aborted: np.ndarray | None = None) -> dict[str, Any]:
+                  aborted: np.ndarray | None = None, reward: np.ndarray | None = None) -> dict[str, Any]:
     """Compute per-trial and session metrics from per-action arrays (see the module docstring).
 
     Args:
@@ -174,6 +175,8 @@ def evaluate_logs(primitive: np.ndarray, grasp_obj: np.ndarray, clearance: np.nd
         num_obj_complete: target grasps that complete a trial (1: goal-oriented; N > 1: VPG).
         max_goal_grasp_failures: consecutive non-target grasps after which a trial has failed.
         aborted: trial-end iterations of trials cut short by an interruption; skipped.
+        reward: (R,) reward-value log, for the paper code's own figures (a grasp with reward
+            >= 0.5 is a success there); None: the target grasps stand in for it.
 
     Returns a JSON-ready dict; percentages are in percent (0..100), None where undefined.
     """
@@ -195,6 +198,8 @@ def evaluate_logs(primitive: np.ndarray, grasp_obj: np.ndarray, clearance: np.nd
             raise UserError(f'inconsistent logs: {name} has {np.size(arr)} rows, executed-action {num_rows}')
 
     is_grasp = primitive == 1
+    if reward is not None and np.size(reward) != num_rows:
+        raise UserError(f'inconsistent logs: reward-value has {np.size(reward)} rows, executed-action {num_rows}')
     if grasp_success is not None:
         success = is_grasp & (np.asarray(grasp_success, dtype=float).ravel() > 0.5)
     else:
@@ -209,6 +214,8 @@ def evaluate_logs(primitive: np.ndarray, grasp_obj: np.ndarray, clearance: np.nd
     else:
         target = success  # clearance: every object counts
     starts = np.concatenate(([0], clearance[:-1])).astype(int) if clearance.size else np.zeros(0, int)
+    # The paper's evaluate.py: a grasp whose reward is >= 0.5 is a success.
+    paper_success = is_grasp & ((np.asarray(reward, dtype=float).ravel() >= 0.5) if reward is not None else target)
 
     trials: list[dict[str, Any]] = []
     num_empty = 0
@@ -256,6 +263,8 @@ def evaluate_logs(primitive: np.ndarray, grasp_obj: np.ndarray, clearance: np.nd
             'cleared_vpg': n_success >= num_obj_complete,
             'motion_number': None,
             'goal_grasp_success_pct': None,
+            'first_grasp_is_target': bool(target[start + int(np.flatnonzero(g)[0])]) if g.any() else None,
+            'paper_code_successes': int(paper_success[start:end].sum()),
         }
         if completed_at is not None:
             window = slice(start, start + completed_at + 1)
@@ -304,8 +313,28 @@ def evaluate_logs(primitive: np.ndarray, grasp_obj: np.ndarray, clearance: np.nd
         notes.append('no finished trials: metrics are null')
     elif not done:
         notes.append('no completed trials: GS and MN are null')
+    result.update(paper_code_figures(trials, num_obj_complete))
+    with_grasp = [t for t in trials if t['first_grasp_is_target'] is not None]
+    # Challenging cases: how often the very first grasp of a trial already took the target.
+    result['first_grasp_goal_success_pct'] = (_pct(sum(t['first_grasp_is_target'] for t in with_grasp)
+                                                   / len(with_grasp)) if with_grasp else None)
     result['notes'] = notes
     return result
+
+
+def paper_code_figures(trials: list[dict[str, Any]], num_obj_complete: int = 1) -> dict[str, Any]:
+    """The figures as the paper's evaluate.py computes them, to print beside ours: a success is
+    any grasp rewarded >= 0.5; trials without a grasp leave the denominator; no failure cap (a
+    trial completes if it ever reaches num_obj_complete successes); GS and MN over whole
+    completed trials (GS: successes / grasps, MN: actions)."""
+    valid = [t for t in trials if t['grasps'] > 0]
+    done = [t for t in valid if t['paper_code_successes'] >= num_obj_complete]
+    return {
+        'paper_code_num_trials': len(valid),
+        'paper_code_completion_pct': _pct(len(done) / len(valid)) if valid else None,
+        'paper_code_goal_grasp_success_pct': _pct(_mean([t['paper_code_successes'] / t['grasps'] for t in done])),
+        'paper_code_motion_number': _mean([t['actions'] for t in done]),
+    }
 
 
 def evaluate_session(directory: str | os.PathLike, num_obj_complete: int = 1,
@@ -318,7 +347,8 @@ def evaluate_session(directory: str | os.PathLike, num_obj_complete: int = 1,
     result = evaluate_logs(logs['primitive'], logs['grasp_obj'], logs['clearance'],
                            goal_obj=logs['goal_obj'], grasp_success=logs['grasp_success'],
                            num_obj_complete=num_obj_complete,
-                           max_goal_grasp_failures=max_goal_grasp_failures, aborted=logs['aborted'])
+                           max_goal_grasp_failures=max_goal_grasp_failures, aborted=logs['aborted'],
+                           reward=logs['reward'])
     return {'session_directory': str(directory), **result}
 
 
@@ -361,6 +391,13 @@ def format_report(result: dict[str, Any]) -> str:
          + (f'  ({result["num_completed"]}/{result["num_trials"]})' if result['num_trials'] else '')),
         ('Goal grasp success (GS)', _fmt_pct(result['goal_grasp_success_pct'])),
         ('Motion number (MN)', 'n/a' if mn is None else f'{mn:.2f}'),
+        ('Paper code: completion', _fmt_pct(result['paper_code_completion_pct'])
+         + f'  (of {result["paper_code_num_trials"]} trials with a grasp; no failure cap)'),
+        ('Paper code: GS', _fmt_pct(result['paper_code_goal_grasp_success_pct'])
+         + '  (grasps rewarded >= 0.5 / grasps, whole trials)'),
+        ('Paper code: MN', 'n/a' if result['paper_code_motion_number'] is None
+         else f'{result["paper_code_motion_number"]:.2f}'),
+        ('First grasp took the goal', _fmt_pct(result['first_grasp_goal_success_pct'])),
         ('VPG clearance', _fmt_pct(result['clearance_pct'])),
         ('VPG grasp success', _fmt_pct(result['grasp_success_pct'])),
         ('Grasp success, all trials', _fmt_pct(result['grasp_success_all_pct'])),
@@ -401,6 +438,70 @@ def plot_evaluation(result: dict[str, Any], path: str | os.PathLike) -> None:
     ax2.set_ylim(0, 105)
     ax2.set_ylabel('cumulative goal grasp\nsuccess % (all trials)')
     ax2.set_xlabel('trial')
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ----------------------------------------------------------------------------------------------
+# Learning curves of training sessions (the paper's Fig. 5)
+# ----------------------------------------------------------------------------------------------
+def moving_average(values: Sequence[float], window: int) -> np.ndarray:
+    """Mean of the last `window` values at each index (fewer at the start)."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return v
+    c = np.cumsum(np.insert(v, 0, 0.0))
+    idx = np.arange(1, v.size + 1)
+    lo = np.maximum(idx - window, 0)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def training_curve(directory: str | os.PathLike, window: int = 100) -> dict[str, Any]:
+    """Goal grasp success and grasp Q against episodes for a training session.
+
+    Every grasp ends an episode (stage grasp_only: each iteration; push_only: the grasp after
+    the pushes), so episode k is the k-th grasp. Returns 'episodes' (1..n), 'goal_success'
+    (0/1 per grasp: the goal came up), 'goal_success_ma' (moving average over `window`
+    grasps), 'grasp_q' (the net's Q of each executed grasp) and 'grasp_q_ma'."""
+    transitions = Path(directory) / 'transitions'
+    actions = _load_log(transitions, 'executed-action', required=True)
+    primitive = actions[:, 0] if actions.size else np.zeros(0)
+    n = primitive.shape[0]
+    grasp_obj = _column(_load_log(transitions, 'grasp-obj', required=True), 'grasp-obj', n)
+    goal_obj = _column(_load_log(transitions, 'goal-obj', required=True), 'goal-obj', n)
+    predicted = _column(_load_log(transitions, 'predicted-value', required=True), 'predicted-value', n)
+    grasp = primitive == 1
+    success = ((grasp_obj >= 0) & ((grasp_obj == goal_obj) | (goal_obj < 0)))[grasp].astype(float)
+    q = predicted[grasp]
+    return {'episodes': np.arange(1, success.size + 1), 'goal_success': success,
+            'goal_success_ma': moving_average(success, window), 'grasp_q': q,
+            'grasp_q_ma': moving_average(q, window), 'window': window}
+
+
+def plot_training_curves(curves: dict[str, dict[str, Any]], path: str | os.PathLike, title: str) -> None:
+    """One PNG: goal grasp success (moving average) and grasp Q against episodes, a line per
+    labelled curve (training_curve's output)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    for label, c in curves.items():
+        if c['episodes'].size == 0:
+            continue
+        ax1.plot(c['episodes'], 100 * c['goal_success_ma'], label=label)
+        ax2.plot(c['episodes'], c['grasp_q_ma'], label=label)
+    window = next(iter(curves.values()))['window'] if curves else 100
+    ax1.set_ylabel(f'goal grasp success %\n(last {window} grasps)')
+    ax1.set_ylim(0, 100)
+    ax1.axhline(80, color='gray', linestyle=':', linewidth=1)
+    ax1.set_title(title)
+    ax1.legend(loc='lower right', fontsize=8)
+    ax2.set_ylabel(f'grasp Q of the executed grasp\n(mean of the last {window})')
+    ax2.set_xlabel('episode (one grasp each)')
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=100)

@@ -44,8 +44,10 @@ class Config:
     dry_run: bool = _f(False, "real robot: validate and log every motion but send none")
     robot_ip: str = _f("192.168.1.10", "real robot: UR controller address (the Robotiq URCap listens there too)")
     calibration_dir: str = _f("real", "real robot: folder of camera_pose.txt from `python -m real.calibrate`")
-    replay_camera_dir: str = _f("", "real robot dry run: replay colour/depth frames from this folder "
-                                    "(a session's data/ folder works); default a synthetic empty table")
+    replay_camera_dir: str = _f("", "real robot dry run: replay a session's colour/depth frames (its folder or "
+                                    "data/ folder; its own camera intrinsics); default a synthetic table with blocks")
+    cell_file: str = _f("", "real robot: the cell file (workspace, table, bin, home, tool offset) that "
+                            "`python -m real.calibrate` writes (default CALIBRATION_DIR/cell.json)")
     coppeliasim_host: str = _f("127.0.0.1", "CoppeliaSim ZMQ remote API host")
     coppeliasim_port: int = _f(23000, "CoppeliaSim ZMQ remote API port")
     obj_mesh_dir: str = _f("", "folder of .obj meshes (default: the project's generated toy blocks)")
@@ -96,6 +98,11 @@ class Config:
     max_goal_grasp_failures: int = _f(10, "a test trial fails after this many failed grasps in a row")
     test_preset_cases: bool = _f(False, "test on a preset scene from --test_preset_file")
     test_preset_file: str = _f("", "test-case file: `mesh r g b x y z rx ry rz` per object")
+    preset_jitter_mm: float = _f(3.0, "each test trial moves every object of the preset case by a random offset "
+                                      "up to this (x and y), so trials differ; 0 with --preset_jitter_deg 0: the "
+                                      "exact file every trial")
+    preset_jitter_deg: float = _f(3.0, "each test trial turns every object of the preset case about the vertical "
+                                       "by a random angle up to this")
 
     # --- snapshots and logs
     load_snapshot: bool = _f(False, "load --snapshot_file before running")
@@ -174,6 +181,10 @@ def check_config(cfg: Config) -> None:
         raise UserError("--test_preset_cases needs --test_preset_file")
     if cfg.test_preset_file and not Path(cfg.test_preset_file).is_file():
         raise UserError(f"test-case file not found: {cfg.test_preset_file}")
+    for name in ("preset_jitter_mm", "preset_jitter_deg"):
+        value = getattr(cfg, name)
+        if not (np.isfinite(value) and 0 <= value <= 20):
+            raise UserError(f"--{name} must be between 0 and 20, got {value}")
     if cfg.load_snapshot and not cfg.snapshot_file:
         raise UserError("--load_snapshot needs --snapshot_file")
     if cfg.load_snapshot and not Path(cfg.snapshot_file).is_file():
@@ -221,24 +232,17 @@ def resolve_network(cfg: Config) -> tuple[str, str]:
 
 
 def make_real_backend(cfg: Config):
-    """UR5 + Robotiq + RealSense; a dry run validates every motion against a replayed camera."""
-    from real import calibration
-    from real.ur5 import UR5Config, open_ur5_backend
+    """UR5 + Robotiq + RealSense, described by the cell file; a dry run prints its checked plan."""
+    from real.ur5 import open_real_cell
 
-    config = UR5Config(host=cfg.robot_ip, heightmap_resolution_m=cfg.heightmap_resolution)
-    camera = None
-    if cfg.dry_run:
-        from real.camera import FileCamera, SyntheticTableCamera
-
-        pose = calibration.load_camera_pose(Path(cfg.calibration_dir) / calibration.CAMERA_POSE_FILE)
-        intrinsics = np.array([[618.62, 0, 320], [0, 618.62, 240], [0, 0, 1.0]])
-        camera = (FileCamera(cfg.replay_camera_dir, intrinsics) if cfg.replay_camera_dir
-                  else SyntheticTableCamera(intrinsics, pose, table_z_m=float(utils.WORKSPACE_LIMITS_M[2][0])))
-    return open_ur5_backend(config, dry_run=cfg.dry_run, camera=camera, calibration_dir=cfg.calibration_dir)
+    return open_real_cell(cfg.robot_ip, cfg.calibration_dir, cfg.cell_file or None, dry_run=cfg.dry_run,
+                          replay_camera_dir=cfg.replay_camera_dir or None,
+                          heightmap_resolution_m=cfg.heightmap_resolution)
 
 
-def make_backend(cfg: Config, test_case=None):
-    """The one place that knows which backend is behind the Robot."""
+def make_backend(cfg: Config, test_case=None, rng: np.random.Generator | None = None):
+    """The one place that knows which backend is behind the Robot. rng: the run's generator for
+    a first random scene (None: the scene waits for reset_scene(rng) or a test case)."""
     limits = utils.WORKSPACE_LIMITS_M
     if cfg.real:
         return make_real_backend(cfg)
@@ -247,12 +251,13 @@ def make_backend(cfg: Config, test_case=None):
 
         return CoppeliaSimBackend(host=cfg.coppeliasim_host, port=cfg.coppeliasim_port,
                                   obj_mesh_dir=cfg.obj_mesh_dir or None, num_obj=cfg.num_obj,
-                                  workspace_limits_m=limits, heightmap_resolution_m=cfg.heightmap_resolution)
+                                  workspace_limits_m=limits, heightmap_resolution_m=cfg.heightmap_resolution,
+                                  test_case=test_case, rng=rng)
     from simulation.mujoco_sim import MujocoSim
 
     return MujocoSim(obj_mesh_dir=cfg.obj_mesh_dir or None, num_obj=cfg.num_obj,
                      workspace_limits_m=limits, heightmap_resolution_m=cfg.heightmap_resolution,
-                     test_case=test_case)
+                     test_case=test_case, rng=rng)
 
 
 # ==============================================================================================
@@ -456,7 +461,10 @@ class Runner:
         if self.goal_conditioned:
             self.progress.goal_obj = self._initial_goal()
         if self.test_case is not None:
-            self.robot.load_test_case(self.test_case)
+            from simulation.test_cases import jitter_case
+
+            self.robot.load_test_case(jitter_case(self.test_case, self.rng, self.cfg.preset_jitter_mm / 1000.0,
+                                                  np.deg2rad(self.cfg.preset_jitter_deg)))
         elif self.cfg.scene_kind == "crowded_goal":
             self.robot.reset_scene(self.rng, cluster_around=self.progress.goal_obj)
         else:

@@ -320,15 +320,52 @@ def format_table(table: dict) -> str:
 
 
 def write_report(args: argparse.Namespace, steps: list[Step]) -> None:
-    import curves
-
     table = evaluate_rows(args, steps)
+    table["learning"] = write_curves(args, steps)
     (args.run_dir / "table1.json").write_text(json.dumps(table, indent=1))
     (args.run_dir / "table1.md").write_text(format_table(table))
-    sessions = {step.name: session_of(args.run_dir, step) for step in steps if step.kind == "train"}
-    written = curves.write_all(sessions, args.run_dir)
     print(format_table(table))
-    print("curves: " + ", ".join(str(p) for p in written))
+
+
+# (file name, title, [(label, step)]) of the learning-curve figures.
+CURVES = (
+    ("curves-stages.png", "Each stage (window: 100 grasps)",
+     [("stage 1", "stage1"), ("stage 2", "stage2"), ("stage 3, grasp half", "stage3-grasp"),
+      ("stage 3, push half", "stage3-push")]),
+    ("curves-relabelling.png", "Stage 1 with and without goal relabelling",
+     [("relabelling, seed 1", "stage1"), ("no relabelling, seed 1", "stage1-norelabel"),
+      ("relabelling, seed 2", "stage1-seed2"), ("no relabelling, seed 2", "stage1-norelabel-seed2")]),
+    ("curves-push-reward.png", "Stage 2: the grasp-net push reward against VPG's change-only reward",
+     [("grasp-net reward (paper)", "stage2"), ("change-only reward (VPG)", "stage2-change")]),
+)
+
+
+def write_curves(args: argparse.Namespace, steps: list[Step]) -> dict:
+    """The curve PNGs, and per training step the episodes, the first episode whose last-100
+    goal grasp success reaches 80 %, and the final moving averages (JSON)."""
+    import evaluate
+
+    by_name = {step.name: step for step in steps}
+    summary: dict = {}
+    for file_name, title, lines in CURVES:
+        curves = {}
+        for label, name in lines:
+            session = session_of(args.run_dir, by_name[name]) if name in by_name else None
+            if session is None or not (session / "transitions" / "executed-action.log.txt").is_file():
+                continue
+            curve = evaluate.training_curve(session)
+            curves[label] = curve
+            reached = [int(e) for e, v in zip(curve["episodes"], curve["goal_success_ma"])
+                       if e >= 100 and v >= 0.8]
+            summary[name] = {"episodes": int(curve["episodes"].size),
+                             "first_episode_at_80pct_last100": reached[0] if reached else None,
+                             "final_goal_success_ma_pct": 100 * float(curve["goal_success_ma"][-1])
+                             if curve["episodes"].size else None,
+                             "final_grasp_q_ma": float(curve["grasp_q_ma"][-1]) if curve["episodes"].size else None}
+        if curves:
+            evaluate.plot_training_curves(curves, args.run_dir / file_name, title)
+            print(f"wrote {args.run_dir / file_name}")
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ Pure numpy/scipy: every backend (MuJoCo, CoppeliaSim) can use it.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 import warnings
@@ -223,6 +224,30 @@ def load_test_case(path: Path | str, mesh_dir: Path | str | None = None, goal_ob
         mesh_dir = ensure_blocks()
     return read_test_case(path, obj_mesh_dir=mesh_dir, goal_obj_idx=goal_obj_idx,
                           workspace_limits_m=workspace_limits_m)
+
+
+def jitter_case(case: PresetCase, rng: np.random.Generator, offset_m: float, yaw_rad: float) -> PresetCase:
+    """The case with every object on the table moved by a random offset: x and y each uniform in
+    [-offset_m, offset_m], and turned about the vertical by a uniform angle in [-yaw_rad, yaw_rad]
+    (the simulator settles it). Objects that start removed (below the table) stay as they are.
+    Two draws a trial (position, angle) per object, in file order, from the run's generator, so
+    the same seed repeats every trial; offset_m = yaw_rad = 0 returns the case unchanged."""
+    if offset_m < 0 or yaw_rad < 0 or not np.isfinite(offset_m) or not np.isfinite(yaw_rad):
+        raise UserError(f"preset jitter must be finite and >= 0, got {offset_m} m and {yaw_rad} rad")
+    if offset_m == 0 and yaw_rad == 0:
+        return case
+    objects = []
+    for index, obj in enumerate(case.objects):
+        offset = rng.uniform(-offset_m, offset_m, size=2)
+        yaw = float(rng.uniform(-yaw_rad, yaw_rad))
+        if index in case.below_table:
+            objects.append(obj)
+            continue
+        rotation = Rotation.from_euler("z", yaw).as_matrix() @ euler_to_matrix(obj.euler_rad)
+        position = (obj.position_m[0] + float(offset[0]), obj.position_m[1] + float(offset[1]), obj.position_m[2])
+        objects.append(SceneObject(obj.mesh_file, obj.color_rgb, position,
+                                   tuple(float(a) for a in matrix_to_euler(rotation))))
+    return dataclasses.replace(case, objects=tuple(objects))
 
 
 def format_test_case(objects: Sequence[SceneObject], goal_obj_idx: int | None = None,

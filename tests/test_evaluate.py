@@ -221,3 +221,26 @@ def test_aborted_trials_are_left_out():
     assert with_abort["motion_number"] == 1.5  # (2 + 1) / 2
     without = evaluate.evaluate_logs(primitive, grasp_obj, clearance, goal_obj=goal_obj)
     assert without["num_trials"] == 3 and without["completion_pct"] == pytest.approx(200 / 3)
+
+
+def test_paper_code_figures_beside_ours():
+    """The paper's evaluate.py counts otherwise: grasp-less trials leave the denominator, no
+    failure cap, success = any grasp rewarded >= 0.5. Three trials:
+    A: miss, goal (2 actions); B: one push, no grasp; C: 10 misses then the goal."""
+    primitive = [1, 1] + [0] + [1] * 11
+    goal = [3] * 14
+    grasp_obj = [-1, 3] + [-1] + [-1] * 10 + [3]
+    reward = [0, 1.5] + [-0.5] + [0] * 10 + [1.5]
+    clearance = [2, 3, 14]
+    r = evaluate.evaluate_logs(primitive, grasp_obj, clearance, goal_obj=goal, reward=reward,
+                               max_goal_grasp_failures=10)
+    # Ours: only A completes (C failed at its 10th miss); B counts, as not completed.
+    assert r['completion_pct'] == pytest.approx(100 / 3) and r['goal_grasp_success_pct'] == 50.0
+    assert r['motion_number'] == 2
+    # The paper's code: B dropped, C completes (1 success in 11 grasps, 11 actions).
+    assert r['paper_code_num_trials'] == 2 and r['paper_code_completion_pct'] == 100.0
+    assert r['paper_code_goal_grasp_success_pct'] == pytest.approx((50 + 100 / 11) / 2)
+    assert r['paper_code_motion_number'] == pytest.approx((2 + 11) / 2)
+    # The first grasp took the goal in none of the trials with a grasp.
+    assert r['first_grasp_goal_success_pct'] == 0.0
+    assert 'Paper code: completion' in evaluate.format_report(r)

@@ -183,3 +183,27 @@ def test_same_seed_same_run_on_the_cpu(tmp_path):
     second = run(tmp_path / "b", *argv)
     for name in ("executed-action", "label-value", "predicted-value", "grasp-obj"):
         assert np.array_equal(rows(first, name), rows(second, name)), name
+
+
+def _first_heightmaps_of_trials(session: Path) -> list[np.ndarray]:
+    from logger import read_depth_png
+
+    starts = [0] + [int(v) for v in rows(session, "clearance").ravel()[:-1]]
+    data = session / "data" / "depth-heightmaps"
+    return [read_depth_png(data / f"{start:06d}.0.depth.png", 100000) for start in starts]
+
+
+def test_jittered_trials_differ_and_repeat_under_one_seed(tmp_path):
+    """Each test trial starts from the case moved by a seeded offset: two trials start from
+    different scenes, and the same seed gives the same scenes again (and 0 jitter the file)."""
+    argv = ["--stage", "grasp_only", "--policy", "heuristic", *GOAL, "--is_testing", "--test_preset_cases",
+            "--test_preset_file", str(CASE), "--max_test_trials", "2", "--max_goal_grasp_failures", "1",
+            "--random_seed", "11"]
+    first = _first_heightmaps_of_trials(run(tmp_path / "a", *argv))
+    again = _first_heightmaps_of_trials(run(tmp_path / "b", *argv))
+    assert len(first) == 2
+    assert np.abs(first[0] - first[1]).max() > 0.005  # different starting scenes
+    assert all(np.array_equal(x, y) for x, y in zip(first, again))
+    exact = _first_heightmaps_of_trials(run(tmp_path / "c", *argv, "--preset_jitter_mm", "0",
+                                            "--preset_jitter_deg", "0"))
+    assert np.array_equal(exact[0], exact[1])

@@ -226,3 +226,34 @@ def test_blocks_are_generated_with_the_spec_sizes(tmp_path):
         np.testing.assert_allclose(shape.visual_vertices_m.max(0), -shape.visual_vertices_m.min(0), atol=1e-6)
         assert shape.is_convex
     assert (tmp_path / "0.obj").read_bytes() == (ensure_blocks() / "0.obj").read_bytes()  # deterministic
+
+
+def _case_for_jitter():
+    from simulation.test_cases import PresetCase, SceneObject
+
+    objects = (SceneObject("4.obj", (1, 0, 0), (-0.5, 0.0, 0.025), (0.0, 0.0, 0.3)),
+               SceneObject("1.obj", (0, 1, 0), (-0.45, 0.05, 0.025), (0.1, 0.0, 0.0)),
+               SceneObject("7.obj", (0, 0, 1), (-0.5, 0.0, -0.5), (0.0, 0.0, 0.0)))
+    return PresetCase(objects, 0, None, (2,), (2,))
+
+
+def test_jitter_case_is_seeded_bounded_and_off_at_zero():
+    from simulation.test_cases import euler_to_matrix, jitter_case
+
+    case = _case_for_jitter()
+    a = jitter_case(case, np.random.default_rng(5), 0.003, np.deg2rad(3))
+    b = jitter_case(case, np.random.default_rng(5), 0.003, np.deg2rad(3))
+    c = jitter_case(case, np.random.default_rng(6), 0.003, np.deg2rad(3))
+    assert a == b and a != c
+    for before, after in zip(case.objects[:2], a.objects[:2]):
+        shift = np.subtract(after.position_m, before.position_m)
+        assert np.all(np.abs(shift[:2]) <= 0.003) and shift[2] == 0 and np.any(shift != 0)
+        # A turn about the vertical only: the object's z axis keeps its direction.
+        r0, r1 = euler_to_matrix(before.euler_rad), euler_to_matrix(after.euler_rad)
+        relative = r1 @ r0.T
+        assert np.allclose(relative[:, 2], [0, 0, 1], atol=1e-9)
+        assert 0 < abs(np.arctan2(relative[1, 0], relative[0, 0])) <= np.deg2rad(3) + 1e-9
+    assert a.objects[2] == case.objects[2]  # below the table: stays removed where it was
+    assert jitter_case(case, np.random.default_rng(5), 0.0, 0.0) is case
+    with pytest.raises(UserError):
+        jitter_case(case, np.random.default_rng(5), -0.001, 0.0)
