@@ -167,7 +167,10 @@ class Robot:
     def __init__(self, backend: Backend, workspace_limits_m: np.ndarray = WORKSPACE_LIMITS_M,
                  heightmap_resolution_m: float = HEIGHTMAP_RESOLUTION_M) -> None:
         self.backend = backend
-        self.workspace_limits_m = np.asarray(workspace_limits_m, dtype=float)
+        # A backend with a box of its own (a real cell's, from its cell file) decides where plans
+        # and heightmaps are: planning in another box would only send poses its checks refuse.
+        own = getattr(backend, "workspace_limits_m", None)
+        self.workspace_limits_m = np.asarray(own if own is not None else workspace_limits_m, dtype=float)
         self.heightmap_resolution_m = heightmap_resolution_m
 
     @property

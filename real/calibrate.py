@@ -1,11 +1,14 @@
-"""Command line: solve the camera pose from a marker held by the robot's tool.
+"""Command line: describe the cell and solve the camera pose from a marker held by the tool.
 
     python -m real.calibrate --robot_ip 192.168.1.10 --marker checkerboard
+    python -m real.calibrate --cell_only --record_home --bin_position_m -0.5 0.4 0.25   # the cell file only
     python -m real.calibrate --dry_run                 # synthetic robot + camera, no hardware
     python -m real.calibrate --check                   # verify saved files against the empty table
 
-See real/README.md for the procedure. Exit codes: 0 done, 1 dry-run recovery out of tolerance,
-2 user error (message on one line).
+The cell file (real/cell.json: workspace box, table height, bin, home, tool offset, gripper yaw
+offset) is read if it exists, changed by the options given, and written with the calibration;
+`main.py --real` reads it. See real/README.md for the procedure. Exit codes: 0 done, 1 dry-run
+recovery out of tolerance (or a failed --check), 2 user error (message on one line).
 """
 from __future__ import annotations
 
@@ -18,10 +21,13 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from utils import WORKSPACE_LIMITS_M, UserError
+from utils import UserError
 
 from real import calibration
-from real.ur5 import SafetyEnvelope, tcp_pose
+from real.arm import RTDE_PORT
+from real.camera import nominal_intrinsics
+from real.cell import CELL_FILE, Cell, check_cell, load_cell, save_cell, updated
+from real.motion import MotionConfig, SafetyEnvelope, home_waypoint, tcp_pose
 
 # The dry run's ground truth: a camera behind and above the workspace looking at its centre.
 DRY_RUN_EYE_M = (-1.05, 0.08, 0.55)
@@ -37,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true", help="check saved calibration files against the empty table")
     parser.add_argument("--robot_ip", default="192.168.1.10", help="UR controller address")
     parser.add_argument("--connect_timeout_s", type=float, default=2.0)
+    parser.add_argument("--rtde_port", type=int, default=RTDE_PORT, help="probed before ur-rtde connects")
     parser.add_argument("--marker", choices=("checkerboard", "aruco"), default="checkerboard")
     parser.add_argument("--inner_corners", type=int, nargs=2, default=(3, 3), metavar=("COLS", "ROWS"),
                         help="checkerboard inner corners (odd x odd: the middle one is the centre)")
@@ -46,7 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="checkerboard square side (ArUco: a quarter of the marker side); synthetic views only")
     parser.add_argument("--marker_offset_m", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("X", "Y", "Z"),
                         help="marker centre in the TCP (fingertip) frame, m")
-    parser.add_argument("--tool_offset_m", type=float, default=0.175, help="flange -> fingertip distance, m")
+    cell = parser.add_argument_group("the cell file (defaults: the existing file's values, else real.cell.Cell's)")
+    cell.add_argument("--cell", type=Path, default=None,
+                      help=f"the cell file to read and write (default: OUTPUT_DIR/{CELL_FILE})")
+    cell.add_argument("--cell_only", action="store_true",
+                      help="write the cell file from the options (and --record_home) and stop: no calibration")
+    cell.add_argument("--record_home", action="store_true",
+                      help="take the arm's current joints and TCP pose as the home (jog it out of the camera's view "
+                           "first, tool pointing down)")
+    cell.add_argument("--workspace_xy_m", type=float, nargs=4, default=None, metavar=("XMIN", "XMAX", "YMIN", "YMAX"))
+    cell.add_argument("--table_z_m", type=float, default=None, help="table surface height in the base frame")
+    cell.add_argument("--workspace_height_m", type=float, default=None)
+    cell.add_argument("--tool_offset_m", type=float, default=None, help="flange -> fingertip distance, m (2F-85: 0.175)")
+    cell.add_argument("--gripper_yaw_offset_rad", type=float, default=None)
+    cell.add_argument("--bin_position_m", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"))
+    cell.add_argument("--bin_yaw_rad", type=float, default=None)
+    cell.add_argument("--home_joints_rad", type=float, nargs=6, default=None, metavar="Q",
+                      help="home joints (give --home_tcp_pose with them, or use --record_home)")
+    cell.add_argument("--home_tcp_pose", type=float, nargs=6, default=None, metavar="P",
+                      help="the fingertip TCP pose [x y z rx ry rz] of the home joints")
     parser.add_argument("--tool_rotvec", type=float, nargs=3, default=None, metavar=("RX", "RY", "RZ"),
                         help="TCP orientation during calibration (default: tool pointing down, yaw 0)")
     parser.add_argument("--grid", type=int, nargs=3, default=(3, 3, 3), metavar=("NX", "NY", "NZ"))
@@ -69,12 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def nominal_intrinsics(width: int, height: int) -> np.ndarray:
-    """A D435-like colour camera (SPEC section 2's focal length at 640x480, scaled)."""
-    f = 618.62 * width / 640.0
-    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
-
-
 def dry_run_truth(seed: int) -> np.ndarray:
     """A camera pose the solver does not know: look-at plus a small random rotation."""
     rng = np.random.default_rng(seed)
@@ -83,19 +102,47 @@ def dry_run_truth(seed: int) -> np.ndarray:
     return pose
 
 
-def run(args: argparse.Namespace) -> int:
-    from real.ur5 import DryRunArm, RTDEArm
+def cell_path(args: argparse.Namespace) -> Path | None:
+    """Where the cell file is read from and written to (None: a dry run that writes nothing)."""
+    if args.cell is not None:
+        return args.cell
+    directory = args.output_dir if (args.output_dir is not None or args.dry_run) else calibration.DEFAULT_CALIBRATION_DIR
+    return None if directory is None else Path(directory) / CELL_FILE
 
+
+def cell_from_args(args: argparse.Namespace) -> Cell:
+    """The existing cell file (or the defaults), changed by the options given."""
+    path = cell_path(args)
+    cell = load_cell(path) if path is not None and path.exists() else Cell()
+    xy = args.workspace_xy_m
+    if (args.home_joints_rad is None) != (args.home_tcp_pose is None):
+        raise UserError("--home_joints_rad and --home_tcp_pose go together (or use --record_home)")
+    cell = updated(cell, workspace_xy_m=None if xy is None else [xy[:2], xy[2:]], table_z_m=args.table_z_m,
+                   workspace_height_m=args.workspace_height_m, tool_offset_m=args.tool_offset_m,
+                   gripper_yaw_offset_rad=args.gripper_yaw_offset_rad, bin_position_m=args.bin_position_m,
+                   bin_yaw_rad=args.bin_yaw_rad, home_joints_rad=args.home_joints_rad, home_tcp_pose=args.home_tcp_pose)
+    return check_cell(cell, str(path or "(options)"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from real.arm import DryRunArm, RTDEArm
+
+    cell = cell_from_args(args)
     tool_rotvec = np.asarray(args.tool_rotvec if args.tool_rotvec is not None else tcp_pose(np.zeros(3), 0.0)[3:])
     tool_down = Rotation.from_rotvec(tool_rotvec).as_matrix()[2, 2] < -np.cos(np.deg2rad(1.0))
-    envelope = SafetyEnvelope(WORKSPACE_LIMITS_M, max_speed_m_s=0.25, max_acceleration_m_s2=1.2,
-                              require_tool_down=tool_down)
+    envelope = SafetyEnvelope(cell.workspace_limits_m, max_speed_m_s=0.25, max_acceleration_m_s2=1.2,
+                              tool_offset_m=cell.tool_offset_m, require_tool_down=tool_down)
     width = args.camera_width or (640 if args.dry_run else 1280)
     height = args.camera_height or (480 if args.dry_run else 720)
     detector = calibration.make_detector(args.marker, tuple(args.inner_corners), args.aruco_dictionary, args.aruco_id)
     if args.check:
-        return check(args, width, height)
-    points = calibration.calibration_grid(WORKSPACE_LIMITS_M, tuple(args.grid), tuple(args.heights_m), args.margin_m)
+        return check(args, cell, width, height)
+    if args.cell_only:
+        if args.record_home:
+            cell = record_home(args, cell)
+        return write_cell(args, cell)
+    points = calibration.calibration_grid(cell.workspace_limits_m, tuple(args.grid), tuple(args.heights_m),
+                                          args.margin_m)
     print(f"{len(points)} positions, marker '{args.marker}', TCP rotation vector {np.round(tool_rotvec, 4).tolist()}")
 
     if args.dry_run:
@@ -103,18 +150,21 @@ def run(args: argparse.Namespace) -> int:
         arm = DryRunArm(envelope)
         camera = calibration.SyntheticMarkerCamera(
             arm, nominal_intrinsics(width, height), truth, width, height, args.marker, args.square_size_m,
-            args.marker_offset_m, DRY_RUN_DEPTH_SCALE, args.noise_mm / 1000.0, WORKSPACE_LIMITS_M[2][0], args.seed)
+            args.marker_offset_m, DRY_RUN_DEPTH_SCALE, args.noise_mm / 1000.0, cell.table_z_m, args.seed)
         settle = None
     else:
         from real.camera import RealSenseCamera
 
         if not args.yes:
-            input(f"The robot at {args.robot_ip} will move through {len(points)} positions inside the workspace "
-                  "at {:.2f} m/s. Clear the table, keep the e-stop at hand, press Enter (Ctrl-C aborts): ".format(args.speed_m_s))
+            input(f"The robot at {args.robot_ip} will go home, then move through {len(points)} positions inside the "
+                  "workspace at {:.2f} m/s. Clear the table, keep the e-stop at hand, press Enter (Ctrl-C aborts): "
+                  .format(args.speed_m_s))
         camera = RealSenseCamera(width, height, serial=args.camera_serial)  # first: no motion without a camera
         try:
-            arm = RTDEArm(args.robot_ip, envelope, args.connect_timeout_s)
-            arm.set_tool_offset(args.tool_offset_m)
+            arm = RTDEArm(args.robot_ip, envelope, args.connect_timeout_s, args.rtde_port)
+            arm.set_tool_offset(cell.tool_offset_m)
+            if args.record_home:
+                cell = home_from_arm(arm, cell)
         except BaseException:
             camera.close()
             raise
@@ -125,6 +175,10 @@ def run(args: argparse.Namespace) -> int:
                 camera.get_frames()
 
     try:
+        # Home first: a known start, out of the way, and the home checked by the controller too.
+        home = home_waypoint(MotionConfig(cell=cell))
+        arm.check([home])
+        arm.move_joints(home)
         camera_points, base_points = calibration.collect_pairs(
             arm, camera, points, tool_rotvec, np.asarray(args.marker_offset_m), detector, args.speed_m_s,
             args.acceleration_m_s2, settle)
@@ -143,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
     if output_dir is not None:
         for path in calibration.save_calibration(result, output_dir, camera_points, base_points):
             print(f"wrote {path}")
+        write_cell(args, cell)
     if args.dry_run:
         rotation_deg, translation_m = calibration.pose_error(result.camera_pose, truth)
         ok = rotation_deg < DRY_RUN_TOLERANCE[0] and translation_m < DRY_RUN_TOLERANCE[1]
@@ -154,7 +209,39 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def check(args: argparse.Namespace, width: int, height: int) -> int:
+def write_cell(args: argparse.Namespace, cell: Cell) -> int:
+    path = cell_path(args)
+    if path is None:
+        print("dry run: no cell file written (give --output_dir or --cell)")
+        return 0
+    save_cell(cell, path)
+    print(f"wrote {path}")
+    return 0
+
+
+def home_from_arm(arm, cell: Cell) -> Cell:
+    """The arm's joints and TCP pose now (the TCP already set to the cell's tool offset) as home."""
+    joints, pose = arm.joints(), arm.tcp_pose()
+    print(f"home: joints {np.round(np.degrees(joints), 2).tolist()} deg, TCP {np.round(pose, 4).tolist()}")
+    return updated(cell, home_joints_rad=joints, home_tcp_pose=pose)
+
+
+def record_home(args: argparse.Namespace, cell: Cell) -> Cell:
+    from real.arm import RTDEArm
+
+    if args.dry_run:
+        print("dry run: --record_home keeps the cell's home (no arm to read)")
+        return cell
+    arm = RTDEArm(args.robot_ip, SafetyEnvelope(cell.workspace_limits_m, 0.25, 1.2, cell.tool_offset_m),
+                  args.connect_timeout_s, args.rtde_port)
+    try:
+        arm.set_tool_offset(cell.tool_offset_m)
+        return home_from_arm(arm, cell)
+    finally:
+        arm.disconnect()
+
+
+def check(args: argparse.Namespace, cell: Cell, width: int, height: int) -> int:
     """Table-plane check: the empty table must come out flat at z = table height."""
     directory = args.output_dir or calibration.DEFAULT_CALIBRATION_DIR
     if args.dry_run:
@@ -162,7 +249,7 @@ def check(args: argparse.Namespace, width: int, height: int) -> int:
 
         pose, scale = dry_run_truth(args.seed), 1.0
         camera = SyntheticTableCamera(nominal_intrinsics(width, height), pose, width, height,
-                                      table_z_m=WORKSPACE_LIMITS_M[2][0], depth_noise_m=args.noise_mm / 1000.0)
+                                      table_z_m=cell.table_z_m, depth_noise_m=args.noise_mm / 1000.0)
     else:
         from real.camera import RealSenseCamera
 
@@ -174,7 +261,8 @@ def check(args: argparse.Namespace, width: int, height: int) -> int:
         _, depth = camera.get_frames()
     finally:
         getattr(camera, "close", lambda: None)()
-    height_m, tilt_deg, used = calibration.table_plane_check(depth, camera.intrinsics, pose, scale, WORKSPACE_LIMITS_M)
+    height_m, tilt_deg, used = calibration.table_plane_check(depth, camera.intrinsics, pose, scale,
+                                                            cell.workspace_limits_m)
     print(f"empty table through the calibration: height {height_m * 1000:+.1f} mm, tilt {tilt_deg:.2f} deg, "
           f"{used * 100:.0f}% of workspace pixels near the table")
     good = abs(height_m) < 0.005 and tilt_deg < 1.0

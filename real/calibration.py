@@ -27,6 +27,8 @@ from scipy.spatial.transform import Rotation
 
 from utils import UserError
 
+from real.motion import Waypoint
+
 LOG = logging.getLogger(__name__)
 
 DEFAULT_CALIBRATION_DIR = Path(__file__).resolve().parent
@@ -264,14 +266,18 @@ def collect_pairs(arm, camera, tool_points: np.ndarray, tool_rotvec: np.ndarray,
 
     The base point uses the TCP pose the robot reports after the move (not the commanded one),
     so small tracking errors do not enter the calibration. Positions where the marker is not
-    seen, or has no depth, are skipped with a note.
+    seen, or has no depth, are skipped with a note. Every position passes the arm's checks
+    (local envelope, the controller's limits) before the first move.
     """
-    from real.ur5 import Waypoint  # local: ur5 imports this module
-
+    waypoints = [Waypoint(np.concatenate([point, tool_rotvec]), speed_m_s, acceleration_m_s2, f"calib-{index}")
+                 for index, point in enumerate(tool_points)]
+    try:
+        arm.check(waypoints)
+    except UserError as error:
+        raise UserError(f"calibration refused before anything moved: {error}") from None
     camera_points, base_points = [], []
-    for index, point in enumerate(tool_points):
-        pose = np.concatenate([point, tool_rotvec])
-        arm.move_linear(Waypoint(pose, speed_m_s, acceleration_m_s2, f"calib-{index}"))
+    for index, (point, waypoint) in enumerate(zip(tool_points, waypoints)):
+        arm.move_linear(waypoint)
         if settle is not None:
             settle()  # let the arm stop vibrating and the camera expose a fresh frame
         color, depth = camera.get_frames()

@@ -35,6 +35,12 @@ def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
 
+def nominal_intrinsics(width: int, height: int) -> np.ndarray:
+    """A D435-like colour camera (SPEC section 2's focal length at 640x480, scaled)."""
+    f = 618.62 * width / 640.0
+    return intrinsics_matrix(f, f, width / 2.0, height / 2.0)
+
+
 def depth_to_metres(raw_depth: np.ndarray, depth_unit_m: float) -> np.ndarray:
     """Raw depth units -> float32 metres; 0 (no return) -> NaN."""
     depth = raw_depth.astype(np.float32) * np.float32(depth_unit_m)
@@ -73,8 +79,13 @@ class RealSenseCamera:
         color = profile.get_stream(rs.stream.color).as_video_stream_profile().get_intrinsics()
         self._intrinsics = intrinsics_matrix(color.fx, color.fy, color.ppx, color.ppy)
         self._align = rs.align(rs.stream.color)
-        for _ in range(warmup_frames):
-            self._pipeline.wait_for_frames(self.timeout_ms)
+        try:
+            for _ in range(warmup_frames):  # auto-exposure settles; a camera that streams nothing fails here
+                self._pipeline.wait_for_frames(self.timeout_ms)
+        except RuntimeError as error:
+            self.close()
+            raise UserError(f"RealSense camera{' ' + serial if serial else ''} started but sent no frame within "
+                            f"{self.timeout_ms} ms: {' '.join(str(error).split())} (check the USB 3 cable)") from None
 
     @property
     def intrinsics(self) -> np.ndarray:
@@ -118,18 +129,41 @@ class ArrayCamera:
         return color.copy(), depth.astype(np.float32, copy=True)
 
 
+INTRINSICS_FILE = "camera-intrinsics.txt"  # logger.py's name in a session's info/
+# A real colour camera's principal point lies near the image centre; one far off means the
+# intrinsics belong to another resolution (e.g. 640x480 ones applied to 1280x720 frames).
+PRINCIPAL_POINT_TOLERANCE = 0.15
+
+
+def find_session_intrinsics(directory: Path) -> Path | None:
+    """The camera-intrinsics.txt of the session a frame folder belongs to (its info/ folder)."""
+    for candidate in (directory / INTRINSICS_FILE, directory / "info" / INTRINSICS_FILE,
+                      directory.parent / "info" / INTRINSICS_FILE):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 class FileCamera:
     """Replays saved frames: `*.color.png` (RGB saved by OpenCV as BGR) + `*.depth.png` (uint16).
 
-    directory: a folder holding both kinds of files, or a session's `data/` folder with
-    `color-images/` and `depth-images/` (SPEC section 7: depth images in 1e-4 m units).
-    intrinsics: a (3, 3) array, or a text file (np.savetxt format) such as a session's
-    `info/camera-intrinsics.txt`. loop: start again after the last frame, else UserError.
+    directory: a folder holding both kinds of files, a session's `data/` folder with
+    `color-images/` and `depth-images/` (SPEC section 7: depth images in 1e-4 m units), or the
+    session folder itself. intrinsics: a (3, 3) array, a text file (np.savetxt format), or None:
+    the session's own `info/camera-intrinsics.txt`, found next to the frames. Each frame must fit
+    them (principal point near its centre). loop: start again after the last frame, else UserError.
     """
 
-    def __init__(self, directory: str | Path, intrinsics: np.ndarray | str | Path, depth_unit_m: float = 1e-4,
-                 loop: bool = True) -> None:
+    def __init__(self, directory: str | Path, intrinsics: np.ndarray | str | Path | None = None,
+                 depth_unit_m: float = 1e-4, loop: bool = True) -> None:
         directory = Path(directory)
+        if (directory / "data").is_dir() and not (directory / "color-images").is_dir():
+            directory = directory / "data"  # a session folder
+        if intrinsics is None:
+            intrinsics = find_session_intrinsics(directory)
+            if intrinsics is None:
+                raise UserError(f"no {INTRINSICS_FILE} for the frames in {directory} (looked in it, its info/ and "
+                                f"../info/): replay a session's data/ folder, or put the camera's intrinsics there")
         color_dir = directory / "color-images" if (directory / "color-images").is_dir() else directory
         depth_dir = directory / "depth-images" if (directory / "depth-images").is_dir() else directory
         colors = {_frame_key(p): p for p in sorted(color_dir.glob("*.color.png"))}
@@ -165,6 +199,13 @@ class FileCamera:
             raise UserError(f"cannot read frame {color_path.name} / {depth_path.name}")
         if raw.shape != bgr.shape[:2]:
             raise UserError(f"depth {depth_path.name} is {raw.shape}, colour is {bgr.shape[:2]}: not aligned")
+        height, width = raw.shape
+        cx, cy = self._intrinsics[0, 2], self._intrinsics[1, 2]
+        if abs(cx - width / 2) > PRINCIPAL_POINT_TOLERANCE * width or \
+                abs(cy - height / 2) > PRINCIPAL_POINT_TOLERANCE * height:
+            raise UserError(f"camera intrinsics (principal point {cx:g}, {cy:g}) do not belong to the "
+                            f"{width}x{height} frame {color_path.name}: give the intrinsics of the session "
+                            "that recorded it")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), depth_to_metres(raw, self.depth_unit_m)
 
 

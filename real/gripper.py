@@ -5,14 +5,20 @@ address and speaks a line-based ASCII protocol:
     "SET VAR value [VAR value ...]\\n"  -> "ack"
     "GET VAR\\n"                        -> "VAR value"
 Variables used here (all integers 0..255 unless noted):
-    ACT  activation request (1 = activate)      STA  status (3 = activation complete)
+    ACT  activation request (1 = activate)      STA  status: 0 reset, 1 activating, 3 active
     GTO  go-to request (1 = move to POS)         PRE  echo of the last position request
     POS  requested (SET) / actual (GET) position, 0 = fully open, 255 = fully closed
     SPE  speed, FOR  force                       FLT  fault code (0 = none)
     OBJ  object detection: 0 moving, 1 stopped on an object while opening,
          2 stopped on an object while closing, 3 arrived at the requested position (no object)
 A grasp succeeded when the fingers stopped on something while closing (OBJ 2) before reaching
-the fully-closed position: SPEC section 6's "fingers stopped before fully closing".
+the fully-closed position: SPEC section 6's "fingers stopped before fully closing". After the
+lift the same test runs again (`holding`): an object lost or dropped reads OBJ 3.
+
+Activation clears faults only on a rising edge of ACT: a gripper that faulted with ACT already 1
+(an emergency stop, an obstruction during activation) ignores "SET ACT 1". So activation first
+resets (ACT 0, wait for ACT 0 and STA 0), then activates and waits for STA 3; a 2F-85 opens and
+closes fully meanwhile, which takes a few seconds.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from utils import UserError
 
@@ -34,6 +41,28 @@ OBJ_MOVING = 0
 OBJ_STOPPED_OPENING = 1
 OBJ_STOPPED_CLOSING = 2
 OBJ_AT_POSITION = 3
+STA_RESET, STA_ACTIVE = 0, 3
+# A real 2F-85 activation (a full open and close) takes up to ~5 s, more when it must first find
+# its stroke; 20 s leaves room without hiding a gripper that never activates.
+ACTIVATION_TIMEOUT_S = 20.0
+# Fault codes (Robotiq 2F-85 manual, gFLT); 0x0A and above are major faults.
+FAULTS = {
+    0x05: "action delayed: activation must complete first",
+    0x07: "the activation bit must be set first",
+    0x08: "maximum operating temperature exceeded",
+    0x09: "no communication for at least 1 s",
+    0x0A: "under minimum operating voltage",
+    0x0B: "automatic release in progress",
+    0x0C: "internal fault: contact Robotiq support",
+    0x0D: "activation fault: check that nothing blocks the fingers",
+    0x0E: "overcurrent",
+    0x0F: "automatic release completed",
+}
+MAJOR_FAULT = 0x0A
+
+
+def fault_text(code: int) -> str:
+    return f"fault {code} (0x{code:02X}: {FAULTS.get(code, 'see the gripper manual')})"
 
 
 @dataclass(frozen=True)
@@ -55,6 +84,10 @@ class Gripper:
         """Close with the configured force limit; the state says whether something is held."""
         raise NotImplementedError
 
+    def holding(self) -> GripperState:
+        """Read again, without moving, whether the closed fingers still hold something."""
+        raise NotImplementedError
+
     def disconnect(self) -> None:
         """Release the connection (idempotent)."""
 
@@ -63,25 +96,42 @@ class NullGripper(Gripper):
     """A gripper that connects to nothing (dry runs, tests): it logs and returns scripted results.
 
     `close_results`: object_detected answers returned by successive close() calls (the last
-    one repeats); default always False, i.e. every grasp fails.
+    one repeats); default always False, i.e. every grasp fails. `hold_results`: the answers of
+    successive holding() checks after the lift (default: still held whenever close caught it).
     """
 
-    def __init__(self, close_results: list[bool] | None = None, open_width_m: float = ROBOTIQ_2F85_STROKE_M) -> None:
+    def __init__(self, close_results: list[bool] | None = None, open_width_m: float = ROBOTIQ_2F85_STROKE_M,
+                 hold_results: list[bool] | None = None, log: Callable[[str], None] | None = None) -> None:
         self.close_results = list(close_results) if close_results else [False]
+        self.hold_results = list(hold_results) if hold_results else None
         self.open_width_m = open_width_m
         self.commands: list[str] = []
+        self.log = log or LOG.info
+        self._held = False
+
+    def _next(self, results: list[bool], command: str) -> bool:
+        index = sum(1 for c in self.commands if c == command)
+        return results[min(index, len(results) - 1)]
 
     def open(self) -> GripperState:
         self.commands.append("open")
-        LOG.info("dry-run gripper: open")
+        self._held = False
+        self.log("dry run: gripper open")
         return GripperState(False, self.open_width_m)
 
     def close(self) -> GripperState:
-        index = sum(1 for c in self.commands if c == "close")
-        detected = self.close_results[min(index, len(self.close_results) - 1)]
+        detected = self._next(self.close_results, "close")
         self.commands.append("close")
-        LOG.info("dry-run gripper: close -> object_detected=%s", detected)
+        self._held = detected
+        self.log(f"dry run: gripper close (force-limited) -> object detected: {detected}")
         return GripperState(detected, 0.03 if detected else 0.0)
+
+    def holding(self) -> GripperState:
+        if self.hold_results is not None and self._held:
+            self._held = self._next(self.hold_results, "holding")
+        self.commands.append("holding")
+        self.log(f"dry run: gripper re-check after the rise -> still holding: {self._held}")
+        return GripperState(self._held, 0.03 if self._held else 0.0)
 
 
 class RobotiqGripper(Gripper):
@@ -95,11 +145,15 @@ class RobotiqGripper(Gripper):
     def __init__(self, host: str, port: int = ROBOTIQ_URCAP_PORT, timeout_s: float = 2.0,
                  motion_timeout_s: float = 5.0, speed: int = 255, force: int = 100,
                  stroke_m: float = ROBOTIQ_2F85_STROKE_M, closed_threshold: int = 225,
-                 activate: bool = True) -> None:
+                 activate: bool = True, activation_timeout_s: float = ACTIVATION_TIMEOUT_S,
+                 closed_position: int = 228) -> None:
         self.host, self.port = host, port
         self.timeout_s, self.motion_timeout_s = timeout_s, motion_timeout_s
+        self.activation_timeout_s = activation_timeout_s
         self.speed, self.force = _byte("speed", speed), _byte("force", force)
         self.stroke_m = stroke_m
+        # Where the fingers stop with nothing between them (typically 227-230, per unit): width 0.
+        self.closed_position = _byte("closed position", closed_position)
         # Positions at or beyond this count as "fully closed": nothing between the fingers even
         # if OBJ said otherwise (a very thin or slipping object is not a grasp).
         self.closed_threshold = closed_threshold
@@ -173,11 +227,23 @@ class RobotiqGripper(Gripper):
 
     # --- operations -----------------------------------------------------------------------
     def activate(self) -> None:
-        """Activate once (the fingers open and close fully on first activation: keep clear)."""
-        if self.get_var("STA") == 3:
+        """Reset, then activate (the fingers open and close fully: keep clear); an active
+        gripper without a fault is left as it is."""
+        if self.get_var("STA") == STA_ACTIVE and self.get_var("FLT") == 0:
             return
+        # The reset edge: without it a faulted gripper with ACT already 1 ignores the activation.
+        self.set_vars(ACT=0, ATR=0)
+        self._wait_until(lambda: self.get_var("ACT") == 0 and self.get_var("STA") == STA_RESET, "reset",
+                         self.motion_timeout_s)
         self.set_vars(ACT=1)
-        self._wait_until(lambda: self.get_var("STA") == 3, "activation")
+
+        def active() -> bool:
+            fault = self.get_var("FLT")
+            if fault >= MAJOR_FAULT:  # will not clear by waiting
+                raise UserError(f"Robotiq gripper activation failed: {fault_text(fault)}")
+            return self.get_var("STA") == STA_ACTIVE
+
+        self._wait_until(active, "activation", self.activation_timeout_s)
         self.set_vars(GTO=1)
 
     def move(self, position: int) -> GripperState:
@@ -195,9 +261,12 @@ class RobotiqGripper(Gripper):
             return status != OBJ_MOVING
 
         self._wait_until(stopped, "motion")
+        return self._state(status)
+
+    def _state(self, status: int) -> GripperState:
         fault = self.get_var("FLT")
         if fault != 0:
-            raise UserError(f"Robotiq gripper reports fault {fault}: see the gripper manual")
+            raise UserError(f"Robotiq gripper reports {fault_text(fault)}")
         actual = self.get_var("POS")
         detected = status == OBJ_STOPPED_CLOSING and actual < self.closed_threshold
         return GripperState(detected, self.position_to_width_m(actual), actual)
@@ -208,15 +277,21 @@ class RobotiqGripper(Gripper):
     def close(self) -> GripperState:
         return self.move(255)
 
-    def position_to_width_m(self, position: int) -> float:
-        """Approximate finger opening for a Robotiq position (linear over the stroke)."""
-        return float(self.stroke_m * (1.0 - min(max(position, 0), 255) / 255.0))
+    def holding(self) -> GripperState:
+        """OBJ and POS now: still stopped on an object (OBJ 2) short of fully closed. An object
+        that slipped out reads OBJ 3 (at the requested position) and a closed position."""
+        return self._state(self.get_var("OBJ"))
 
-    def _wait_until(self, condition, what: str) -> None:
-        deadline = time.monotonic() + self.motion_timeout_s
+    def position_to_width_m(self, position: int) -> float:
+        """Approximate finger opening for a Robotiq position (linear from 0 open to closed_position)."""
+        return float(self.stroke_m * max(self.closed_position - max(position, 0), 0) / self.closed_position)
+
+    def _wait_until(self, condition, what: str, timeout_s: float | None = None) -> None:
+        timeout_s = self.motion_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
         while not condition():
             if time.monotonic() > deadline:
-                raise UserError(f"Robotiq gripper {what} did not finish within {self.motion_timeout_s} s")
+                raise UserError(f"Robotiq gripper {what} did not finish within {timeout_s:g} s")
             time.sleep(0.01)
 
     def disconnect(self) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import cv2
@@ -13,10 +12,12 @@ from scipy.spatial.transform import Rotation
 import robot
 import utils
 from real import calibrate, calibration, segmentation
-from real.camera import ArrayCamera, Box, FileCamera, RealSenseCamera, SyntheticTableCamera
-from real.gripper import GripperState, NullGripper, RobotiqGripper
-from real.ur5 import (DryRunArm, RTDEArm, SafetyEnvelope, UR5Config, UR5Robot, open_ur5_backend, probe_tcp,
-                      tcp_pose)
+from real.arm import DryRunArm, RTDEArm, probe_tcp
+from real.camera import ArrayCamera, Box, FileCamera, RealSenseCamera, SyntheticTableCamera, nominal_intrinsics
+from real.cell import Cell
+from real.gripper import NullGripper
+from real.motion import SafetyEnvelope, Waypoint, tcp_pose
+from real.ur5 import UR5Config, UR5Robot, open_ur5_backend
 from utils import WORKSPACE_LIMITS_M, UserError
 
 INTRINSICS = np.array([[618.62, 0, 320], [0, 618.62, 240], [0, 0, 1.0]])
@@ -29,10 +30,13 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def make_robot(close_results=None, **config_overrides) -> tuple[UR5Robot, DryRunArm, NullGripper]:
-    config = UR5Config(**config_overrides)
-    envelope = SafetyEnvelope(config.workspace_limits_m, config.max_speed_m_s, config.max_acceleration_m_s2)
-    arm, gripper = DryRunArm(envelope), NullGripper(close_results)
+CELL_FIELDS = {"bin_position_m", "home_joints_rad", "home_tcp_pose", "tool_offset_m", "table_z_m", "workspace_xy_m"}
+
+
+def make_robot(close_results=None, hold_results=None, **overrides) -> tuple[UR5Robot, DryRunArm, NullGripper]:
+    cell = Cell(**{k: v for k, v in overrides.items() if k in CELL_FIELDS})
+    config = UR5Config(cell=cell, **{k: v for k, v in overrides.items() if k not in CELL_FIELDS})
+    arm, gripper = DryRunArm(config.envelope()), NullGripper(close_results, hold_results=hold_results)
     frame = (np.zeros((480, 640, 3), np.uint8), np.full((480, 640), 0.7, np.float32))
     backend = UR5Robot(config, arm, gripper, ArrayCamera([frame], INTRINSICS), np.eye(4),
                        segmentation.ColorSegmenter(), prompt=lambda text: "")
@@ -61,6 +65,8 @@ def test_dry_run_push_waypoints_follow_the_plan_and_clip_the_end():
     plan = robot.plan_push((0, 112, 215), heightmap)  # rotation 0: push along +x, from near the x max edge
     backend.push(plan)
     assert [w.label for w in arm.motions] == ["approach", "descend", "push", "rise", "home"]
+    assert arm.motions[1].guarded and not any(w.guarded for w in arm.motions[2:])
+    assert arm.motions[4].is_joint_move  # home is a joint move
     assert gripper.commands == ["close"]
     poses = np.array([w.pose for w in arm.motions])
     np.testing.assert_allclose(poses[0, :3], plan.start_m + [0, 0, robot.PUSH_APPROACH_HEIGHT_M])
@@ -73,7 +79,7 @@ def test_dry_run_push_waypoints_follow_the_plan_and_clip_the_end():
     for pose in poses[:4]:
         assert_tool_down(pose)
         assert yaw_of(pose) == pytest.approx(plan.yaw_rad)
-    assert arm.motions[2].speed_m_s == backend.config.push_speed_m_s
+    assert arm.motions[2].speed == backend.config.push_speed_m_s
     assert arm.motions[4].transit and not any(w.transit for w in arm.motions[:4])
 
 
@@ -83,13 +89,13 @@ def test_dry_run_grasp_success_drops_at_the_bin():
     result = backend.grasp(plan)
     assert result == robot.GraspResult(True, -1)
     assert [w.label for w in arm.motions] == ["approach", "descend", "rise", "bin", "home"]
-    assert gripper.commands == ["open", "close", "open"]
+    assert gripper.commands == ["open", "close", "holding", "open"]  # held again after the rise
     poses = np.array([w.pose for w in arm.motions])
     np.testing.assert_allclose(poses[1, :3], plan.position_m)
     assert poses[1, 2] == pytest.approx(WORKSPACE_LIMITS_M[2][0] + 0.02)  # max(0.05 - 0.04, 0.02)
     np.testing.assert_allclose(poses[0, :3], plan.position_m + [0, 0, robot.GRASP_APPROACH_HEIGHT_M])
     np.testing.assert_allclose(poses[2, :3], poses[0, :3])
-    np.testing.assert_allclose(poses[3, :3], backend.config.bin_position_m)
+    np.testing.assert_allclose(poses[3, :3], backend.cell.bin_position_m)
     assert yaw_of(poses[1]) == pytest.approx(robot.gripper_yaw_rad(5 * utils.ROTATION_STEP_RAD))
 
 
@@ -109,6 +115,14 @@ def test_dry_run_grasp_failure_skips_the_bin():
     assert not result.success
     assert [w.label for w in arm.motions] == ["approach", "descend", "rise", "home"]
     assert gripper.commands == ["open", "close", "open"]
+
+
+def test_an_object_that_slips_during_the_rise_is_a_failed_grasp():
+    backend, arm, gripper = make_robot(close_results=[True], hold_results=[False])
+    result = backend.grasp(robot.plan_grasp((0, 100, 60), block_heightmap(100, 60)))
+    assert result == robot.GraspResult(False, -1)
+    assert [w.label for w in arm.motions] == ["approach", "descend", "rise", "home"]  # not carried to the bin
+    assert gripper.commands == ["open", "close", "holding", "open"]
 
 
 def test_approach_height_is_capped_at_the_box_top():
@@ -144,10 +158,22 @@ def test_speed_over_the_limit_moves_nothing():
 
 
 def test_bad_bin_pose_is_refused_at_start_up():
-    with pytest.raises(UserError, match="bin"):
+    with pytest.raises(UserError, match="start-up refused before anything was sent: .*'bin'.* above the table"):
         make_robot(bin_position_m=(-0.5, 0.4, -0.1))
-    with pytest.raises(UserError, match="reach"):
+    with pytest.raises(UserError, match="'bin'.*reach"):
         make_robot(bin_position_m=(-1.5, 0.4, 0.2))
+
+
+def test_reach_is_measured_from_the_flange_not_the_fingertip():
+    """A fingertip 0.84 m from the base whose flange, 0.175 m above it, is 0.87 m from the shoulder."""
+    envelope = SafetyEnvelope(WORKSPACE_LIMITS_M, 0.25, 1.2, tool_offset_m=0.175)
+    fingertip = np.array([-0.78, 0.0, 0.30])
+    assert np.linalg.norm(fingertip) < 0.85  # the old check, from the fingertip, let it pass
+    with pytest.raises(UserError, match="flange .* beyond the UR5's 0.85 m reach"):
+        envelope.check_one(Waypoint(tcp_pose(fingertip, 0.0), 0.1, 0.5, "bin", transit=True))
+    assert "flange reach" in envelope.check_one(Waypoint(tcp_pose([-0.6, 0.0, 0.2], 0.0), 0.1, 0.5, "bin", transit=True))
+    short_tool = SafetyEnvelope(WORKSPACE_LIMITS_M, 0.25, 1.2, tool_offset_m=0.0)
+    short_tool.check_one(Waypoint(tcp_pose(fingertip, 0.0), 0.1, 0.5, "bin", transit=True))  # the flange is there
 
 
 def test_tcp_pose_convention():
@@ -186,7 +212,7 @@ def test_ur_rtde_connection_error_becomes_one_line(monkeypatch):
     """ur-rtde's own failure (RuntimeError at construction) when the probe is skipped."""
     if probe_tcp("127.0.0.1", 30004, 0.2) is None:
         pytest.skip("something listens on 127.0.0.1:30004")
-    monkeypatch.setattr("real.ur5.probe_tcp", lambda *args: None)
+    monkeypatch.setattr("real.arm.probe_tcp", lambda *args: None)
     start = time.monotonic()
     with pytest.raises(UserError, match="cannot reach UR5 at 127.0.0.1: ") as info:
         RTDEArm("127.0.0.1", SafetyEnvelope(WORKSPACE_LIMITS_M, 0.25, 1.2))
@@ -199,6 +225,8 @@ def test_dry_run_backend_connects_to_nothing(tmp_path):
     np.savetxt(tmp_path / calibration.DEPTH_SCALE_FILE, [1.005])
     camera = SyntheticTableCamera(INTRINSICS, pose)
     backend = open_ur5_backend(UR5Config(host="203.0.113.1"), dry_run=True, camera=camera, calibration_dir=tmp_path)
+    assert [w.label for w in backend.arm.motions] == ["home"]  # before anything else, and before any image
+    assert backend.arm.motions[0].is_joint_move
     assert backend.depth_scale == pytest.approx(1.005)
     np.testing.assert_allclose(backend.camera_pose, pose)
     rob = robot.Robot(backend)
@@ -213,128 +241,6 @@ def test_realsense_without_camera_is_a_user_error():
         RealSenseCamera(640, 480, warmup_frames=0, timeout_ms=500)
     with pytest.raises(UserError, match="resolution"):
         RealSenseCamera(800, 600)
-
-
-# ------------------------------------------------------------------ Robotiq over a fake URCap socket
-class FakeURCap:
-    """A tiny URCap: answers SET with 'ack' and GET with 'VAR n'; closing stops on an object at 120."""
-
-    def __init__(self, object_position: int | None = 120, newline: bool = True) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.server.settimeout(5.0)
-        self.port = self.server.getsockname()[1]
-        self.vars = {"ACT": 0, "STA": 0, "GTO": 0, "PRE": 0, "POS": 0, "OBJ": 3, "FLT": 0, "SPE": 0, "FOR": 0}
-        self.object_position = object_position
-        self.newline = newline
-        self.received: list[str] = []
-        self._polls = 0
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _reply(self, text: str) -> bytes:
-        return (text + ("\n" if self.newline else "")).encode()
-
-    def _serve(self) -> None:
-        try:
-            connection, _ = self.server.accept()
-        except OSError:
-            return
-        connection.settimeout(5.0)
-        buffer = b""
-        with connection:
-            while True:
-                try:
-                    chunk = connection.recv(1024)
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    connection.sendall(self._handle(line.decode().strip()))
-
-    def _handle(self, command: str) -> bytes:
-        self.received.append(command)
-        words = command.split()
-        if words[0] == "SET":
-            for name, value in zip(words[1::2], words[2::2]):
-                self.vars[name] = int(value)
-            if self.vars["ACT"] == 1:
-                self.vars["STA"] = 3
-            if "POS" in words:
-                self.vars["PRE"] = self.vars["POS"]
-                self._target, self._polls = self.vars["POS"], 0
-                self.vars["OBJ"] = 0
-            return self._reply("ack")
-        name = words[1]
-        if name == "OBJ" and self.vars["OBJ"] == 0:
-            self._polls += 1
-            if self._polls >= 2:  # moving for two polls, then stopped
-                closing_on_object = self.object_position is not None and self._target > self.object_position
-                self.vars["OBJ"] = 2 if closing_on_object else 3
-                self.actual = self.object_position if closing_on_object else self._target
-        value = getattr(self, "actual", 0) if name == "POS" else self.vars[name]
-        return self._reply(f"{name} {value}")
-
-    def close(self) -> None:
-        self.server.close()
-        self.thread.join(timeout=5.0)
-
-
-def test_robotiq_parses_replies_from_a_fake_urcap():
-    server = FakeURCap(object_position=120)
-    try:
-        gripper = RobotiqGripper("127.0.0.1", server.port, timeout_s=1.0, motion_timeout_s=2.0)
-        assert server.received[:2] == ["GET STA", "SET ACT 1"]
-        state = gripper.close()
-        assert state == GripperState(True, pytest.approx(0.085 * (1 - 120 / 255)), 120)
-        assert "SET POS 255 SPE 255 FOR 100 GTO 1" in server.received
-        state = gripper.open()
-        assert not state.object_detected and state.raw_position == 0
-        gripper.disconnect()
-    finally:
-        server.close()
-
-
-def test_robotiq_without_object_and_without_newlines():
-    server = FakeURCap(object_position=None, newline=False)
-    try:
-        gripper = RobotiqGripper("127.0.0.1", server.port, timeout_s=1.0, motion_timeout_s=2.0)
-        state = gripper.close()
-        assert not state.object_detected and state.raw_position == 255
-        gripper.disconnect()
-    finally:
-        server.close()
-
-
-def test_robotiq_unreachable_and_garbage():
-    start = time.monotonic()
-    with pytest.raises(UserError, match="cannot reach Robotiq gripper"):
-        RobotiqGripper("127.0.0.1", closed_port(), timeout_s=0.5)
-    assert time.monotonic() - start < 3.0
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
-
-    def garbage() -> None:
-        server.settimeout(5.0)
-        try:
-            connection, _ = server.accept()
-        except OSError:
-            return
-        with connection:
-            connection.recv(1024)
-            connection.sendall(b"hello world\n")
-            connection.recv(1024)
-
-    thread = threading.Thread(target=garbage, daemon=True)
-    thread.start()
-    try:
-        with pytest.raises(UserError, match="unexpected reply"):
-            RobotiqGripper("127.0.0.1", port, timeout_s=1.0)
-    finally:
-        server.close()
-        thread.join(timeout=5.0)
 
 
 # ------------------------------------------------------------------ calibration
@@ -501,13 +407,35 @@ def test_file_camera_replays_saved_frames(tmp_path):
     raw_depth[0, 0] = 0
     cv2.imwrite(str(tmp_path / "000000.0.color.png"), cv2.cvtColor(color, cv2.COLOR_RGB2BGR))
     cv2.imwrite(str(tmp_path / "000000.0.depth.png"), raw_depth)
-    np.savetxt(tmp_path / "intrinsics.txt", INTRINSICS)
+    intrinsics = nominal_intrinsics(64, 48)
+    np.savetxt(tmp_path / "intrinsics.txt", intrinsics)
     camera = FileCamera(tmp_path, tmp_path / "intrinsics.txt", loop=False)
     rgb, depth = camera.get_frames()
     assert rgb[0, 0].tolist() == [200, 0, 0]
     assert np.isnan(depth[0, 0]) and depth[1, 1] == pytest.approx(0.7)
-    np.testing.assert_allclose(camera.intrinsics, INTRINSICS)
+    np.testing.assert_allclose(camera.intrinsics, intrinsics)
     with pytest.raises(UserError, match="replayed all"):
         camera.get_frames()
     with pytest.raises(UserError, match="no matching"):
         FileCamera(tmp_path / "empty", INTRINSICS)
+
+
+def test_replay_reads_the_sessions_own_intrinsics(tmp_path):
+    """Frames recorded at 1280x720 are replayed with the session's intrinsics, never 640x480 ones."""
+    session = tmp_path / "session"
+    (session / "data" / "color-images").mkdir(parents=True)
+    (session / "data" / "depth-images").mkdir(parents=True)
+    (session / "info").mkdir()
+    cv2.imwrite(str(session / "data" / "color-images" / "000000.0.color.png"), np.zeros((720, 1280, 3), np.uint8))
+    cv2.imwrite(str(session / "data" / "depth-images" / "000000.0.depth.png"), np.full((720, 1280), 7000, np.uint16))
+    recorded = nominal_intrinsics(1280, 720)
+    np.savetxt(session / "info" / "camera-intrinsics.txt", recorded)
+    for folder in (session, session / "data"):  # the session folder or its data/ folder
+        camera = FileCamera(folder)
+        np.testing.assert_allclose(camera.intrinsics, recorded)
+        assert camera.get_frames()[1].shape == (720, 1280)
+    with pytest.raises(UserError, match=r"do not belong to the 1280x720 frame"):
+        FileCamera(session / "data", INTRINSICS).get_frames()  # 640x480 intrinsics on 1280x720 frames
+    (session / "info" / "camera-intrinsics.txt").unlink()
+    with pytest.raises(UserError, match="no camera-intrinsics.txt"):
+        FileCamera(session / "data")
