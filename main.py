@@ -514,7 +514,10 @@ class Runner:
                 raise UserError(f"preset case {self.cfg.test_preset_file} cannot start: {reset_reason}")
             push_q = grasp_q = None
             if self.trainer is not None and (reset_reason is None or (self.training and self.pending is not None)):
-                push_q, grasp_q = self.trainer.forward(obs.color_heightmap, obs.depth_heightmap, obs.goal_mask)
+                # Stage grasp_only never pushes: its push trunks need not run.
+                heads = ("grasp",) if cfg.stage == "grasp_only" else ("push", "grasp")
+                push_q, grasp_q = self.trainer.forward(obs.color_heightmap, obs.depth_heightmap, obs.goal_mask,
+                                                       heads=heads)
             if self.pending is not None:
                 self._label_and_learn(self.pending, obs, push_q, grasp_q, goal_visible)
                 self.pending = None
@@ -673,8 +676,8 @@ class Runner:
             change, change_pixels = utils.agnostic_change_detected(
                 pending.obs.depth_heightmap, obs.depth_heightmap, pending.grasp_success)
             next_goal_mask = None
-        has_next = push_q is not None
-        next_push_max = float(push_q.max()) if has_next else 0.0
+        has_next = grasp_q is not None
+        next_push_max = float(push_q.max()) if push_q is not None else 0.0
         next_grasp_max = float(grasp_q.max()) if has_next else 0.0
         next_goal_grasp_max = masked_max(grasp_q, next_goal_mask) if has_next and next_goal_mask is not None else 0.0
         # Without a next forward (a test trial ends here) there is no measured improvement.
@@ -760,6 +763,7 @@ class Runner:
         it = self.progress.iteration
         if push_q is not None:
             self.logger.save_visualization(it, "push", utils.affordance_grid(push_q, obs.color_heightmap, action if primitive == "push" else None))
+        if grasp_q is not None:
             self.logger.save_visualization(it, "grasp", utils.affordance_grid(grasp_q, obs.color_heightmap, action if primitive == "grasp" else None))
         self.logger.save_visualization(it, "action", utils.draw_action(obs.color_heightmap, primitive, action, obs.goal_mask))
 

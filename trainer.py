@@ -769,8 +769,10 @@ class Trainer:
     @torch.no_grad()
     def forward(self, color_heightmap: np.ndarray, depth_heightmap: np.ndarray,
                 goal_mask: Optional[np.ndarray] = None,
-                rotations: Optional[Sequence[int]] = None) -> tuple[np.ndarray, np.ndarray]:
-        """Push and grasp Q maps, each (R, H, W) float32 (R = 16 or len(rotations)).
+                rotations: Optional[Sequence[int]] = None,
+                heads: Sequence[str] = PRIMITIVES) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        """Push and grasp Q maps, each (R, H, W) float32 (R = 16 or len(rotations)); a map whose
+        head is not in `heads` is None and its trunks do not run (stage grasp_only never pushes).
 
         color (H, H, 3) uint8 RGB, depth (H, H) float32 m (no NaN), goal_mask (H, H) uint8 0/255
         (required by the goal-conditioned net, ignored by the goal-agnostic one).  Inference only:
@@ -780,9 +782,9 @@ class Trainer:
         x = self._inputs(self.model, color_heightmap, depth_heightmap, goal_mask)
         self.model.eval()
         with self._autocast():
-            out = self.model(x, color_heightmap.shape[0], rotations)
-        return (out['push'].float().cpu().numpy().astype(np.float32),
-                out['grasp'].float().cpu().numpy().astype(np.float32))
+            out = self.model(x, color_heightmap.shape[0], rotations, heads=tuple(heads))
+        as_numpy = lambda name: out[name].float().cpu().numpy().astype(np.float32) if name in out else None  # noqa: E731
+        return as_numpy('push'), as_numpy('grasp')
 
     @torch.no_grad()
     def explore_grasp_q(self, color_heightmap: np.ndarray, depth_heightmap: np.ndarray) -> np.ndarray:

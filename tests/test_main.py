@@ -58,11 +58,57 @@ def test_stage1_grasp_only(tmp_path):
 
 
 def test_stage1_with_explore_snapshot(tmp_path):
-    explore = tiny_snapshot(tmp_path, "goal_agnostic")
+    """The README's two commands: train the goal-agnostic explore model (no goal flags), then
+    stage 1 exploring with it."""
+    explore_session = run(tmp_path / "explore", "--stage", "grasp_only", "--num_obj", "3", "--experience_replay",
+                          "--explore_rate_decay", "--max_iterations", "3", *FAST)
+    explore = explore_session / "models" / "snapshot-backup.grasp_only.pth"
+    assert models.describe_snapshot(explore) == ("goal_agnostic", "tiny")
     session = run(tmp_path, "--stage", "grasp_only", "--num_obj", "3", *GOAL, "--goal_obj_idx", "0",
                   "--experience_replay", "--explore_rate_decay", "--grasp_explore", "--load_explore_snapshot",
                   "--explore_snapshot_file", str(explore), "--max_iterations", "5", *FAST)
     assert_consistent_logs(session, 5)
+    assert (rows(session, "is-exploit").ravel() == 0).any()  # early on the explore model picks most grasps
+
+
+def test_goal_conditioned_alone_is_a_goal_agnostic_net_with_goal_rewards(tmp_path):
+    """As the paper's code: --grasp_goal_conditioned decides the net's inputs, --goal_conditioned
+    masks and rewards grasps by the goal."""
+    session = run(tmp_path, "--stage", "grasp_only", "--num_obj", "3", "--goal_conditioned", "--goal_obj_idx", "1",
+                  "--max_iterations", "3", *FAST)
+    snapshot = session / "models" / "snapshot-backup.grasp_only.pth"
+    assert models.describe_snapshot(snapshot)[0] == "goal_agnostic"
+    assert set(rows(session, "goal-obj").ravel()) == {1}
+    success, grasped = rows(session, "grasp-success").ravel(), rows(session, "grasp-obj").ravel()
+    assert np.array_equal(rows(session, "reward-value").ravel(), ((success > 0) & (grasped == 1)).astype(float))
+
+
+def test_a_training_scene_ends_after_any_successful_grasp(tmp_path):
+    """The paper's code starts a new scene after every successful grasp, goal or not."""
+    session = run(tmp_path, "--stage", "grasp_only", "--num_obj", "3", *GOAL, "--goal_obj_idx", "0",
+                  "--max_iterations", "8", *FAST, "--policy", "learned")
+    success = rows(session, "grasp-success").ravel()
+    ends = set(rows(session, "clearance").ravel().astype(int)) if (session / "transitions" /
+                                                                   "clearance.log.txt").exists() else set()
+    for i in np.flatnonzero(success > 0):
+        if i + 1 < 8:
+            assert i + 1 in ends, (i, ends)
+
+
+def test_a_snapshot_describes_its_net(tmp_path, capsys):
+    """Testing a snapshot needs no --backbone; a flag that contradicts the snapshot is one error."""
+    snapshot = tiny_snapshot(tmp_path, "goal_conditioned")
+    test = ["--stage", "push_grasp", "--is_testing", "--test_preset_cases", "--test_preset_file", str(CASE),
+            "--max_test_trials", "1", "--max_iterations", "2", "--cpu", "--load_snapshot"]
+    argv = [*test, "--snapshot_file", str(snapshot), "--goal_conditioned"]
+    run(tmp_path / "ok", *argv)  # neither --backbone nor --grasp_goal_conditioned: the snapshot says
+    logs = ["--logs_dir", str(tmp_path / "bad")]
+    assert main.main([*argv, "--backbone", "densenet121", *logs]) == 2
+    assert "contradicts" in _one_error_line(capsys)
+    agnostic = tiny_snapshot(tmp_path, "goal_agnostic")
+    assert main.main([*test, "--snapshot_file", str(agnostic), *GOAL, *logs]) == 2
+    assert "goal-agnostic" in _one_error_line(capsys)
+    assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").iterdir())
 
 
 def test_stage2_push_only(tmp_path):
