@@ -376,7 +376,7 @@ class Runner:
             self.progress.goal_obj = self._initial_goal()
         self.logger.save_config(dataclasses.asdict(cfg))
         self.logger.save_camera_info(self.robot.intrinsics, self.robot.camera_pose, self.robot.depth_scale)
-        self.logger.save_heightmap_info(utils.WORKSPACE_LIMITS_M, cfg.heightmap_resolution)
+        self.logger.save_heightmap_info(self.robot.workspace_limits_m, cfg.heightmap_resolution)
         self.pending: Pending | None = None
         self._new_scene()
 

@@ -257,3 +257,13 @@ def test_jitter_case_is_seeded_bounded_and_off_at_zero():
     assert jitter_case(case, np.random.default_rng(5), 0.0, 0.0) is case
     with pytest.raises(UserError):
         jitter_case(case, np.random.default_rng(5), -0.001, 0.0)
+
+
+def test_every_project_case_is_challenging_under_jitter():
+    """Grasping the goal straight away (the heuristic's best grasp, no push) fails in every
+    project case, jittered as in testing (30 trials each: bench/results/challenging.json)."""
+    from simulation.challenging import DEFAULT_CASES, immediate_goal_grasps
+
+    rng = np.random.default_rng(0)
+    for path in sorted(DEFAULT_CASES.glob("*.txt")):
+        assert not any(immediate_goal_grasps(path, 2, rng, 0.003, np.deg2rad(3))), path.name
