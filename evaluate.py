@@ -53,7 +53,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from logger import atomic_write_bytes, read_log_file
+from logger import KNOWN_LOG_COLUMNS, atomic_write_bytes, read_log_file
 from utils import UserError
 
 DEFAULT_MAX_GOAL_GRASP_FAILURES = 10
@@ -68,11 +68,14 @@ def _load_log(transitions: Path, name: str, required: bool) -> np.ndarray | None
         if required:
             raise UserError(f'missing transitions log {path}')
         return None
+    columns = KNOWN_LOG_COLUMNS[name]  # the one table of logs (logger.TRANSITION_LOGS)
     try:
-        arr = read_log_file(path)
+        arr = read_log_file(path, columns)
     except (ValueError, OSError) as e:
         raise UserError(f'cannot read {path}: {e}') from None
-    return arr
+    if arr.size and (arr.ndim != 2 or arr.shape[1] < columns):
+        raise UserError(f'{path}: expected {columns} column(s) per row, got {arr.shape[-1] if arr.ndim == 2 else 1}')
+    return arr.reshape(-1, columns) if arr.ndim == 1 and arr.size else arr
 
 
 def _column(arr: np.ndarray | None, name: str, num_rows: int) -> np.ndarray | None:

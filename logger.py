@@ -43,27 +43,29 @@ _UINT16_MAX = np.iinfo(np.uint16).max
 
 SESSION_TIMESTAMP_FORMAT = '%Y-%m-%d.%H:%M:%S'
 
-# Column counts of the logs the training loop writes; used to give empty logs a proper shape.
-KNOWN_LOG_COLUMNS: dict[str, int] = {
-    'executed-action': 4,  # primitive (0 push / 1 grasp), rotation index, y (row), x (col)
-    'label-value': 1,
-    'reward-value': 1,
-    'predicted-value': 1,
-    'is-exploit': 1,
-    'use-heuristic': 1,
-    'clearance': 1,        # iteration (row index of the next trial's first action) at each trial end
-    'grasp-obj': 1,        # index of the grasped object, -1 if none
-    'goal-obj': 1,
-    'push-step': 1,
-    'episode': 1,
-    'grasp-success': 1,    # 1 only for a successful grasp, else 0
-}
-
-# Logs with one row per iteration (executed action); 'clearance' has one row per trial end.
-PER_ITERATION_LOGS: tuple[str, ...] = (
-    'executed-action', 'label-value', 'reward-value', 'predicted-value', 'is-exploit',
-    'use-heuristic', 'grasp-obj', 'goal-obj', 'push-step', 'episode', 'grasp-success',
+# The one table of transition logs: (name, columns, one row per iteration?, what a row holds).
+# main.py writes the per-iteration ones in this order (executed-action first: it counts the
+# iterations), resume checks them, evaluate.py reads them; nothing else lists log names.
+TRANSITION_LOGS: tuple[tuple[str, int, bool, str], ...] = (
+    ('executed-action', 4, True, 'primitive (0 push / 1 grasp), rotation index, y (row), x (col)'),
+    ('label-value', 1, True, 'the Q target the action was trained on'),
+    ('reward-value', 1, True, 'the reward of the stage rules'),
+    ('predicted-value', 1, True, "the net's Q of the action when it was chosen"),
+    ('is-exploit', 1, True, '1 for a greedy action, 0 for an exploring one'),
+    ('use-heuristic', 1, True, '1 when the depth heuristic chose the action'),
+    ('grasp-obj', 1, True, 'index of the grasped object, -1 if none'),
+    ('goal-obj', 1, True, 'index of the goal object, -1 when goal-agnostic'),
+    ('grasp-success', 1, True, '1 only for a successful grasp, else 0'),
+    ('push-step', 1, True, 'pushes so far in the push_only episode'),
+    ('episode', 1, True, 'episode counter'),
+    ('change-detected', 2, True, 'change detected (0/1), changed pixel count'),
+    ('improved-grasp-reward', 1, True, 'best goal grasp Q after the action minus before'),
+    ('occupancy', 2, True, "the goal's occupancy ratio before and after the action"),
+    ('clearance', 1, False, "the iteration at each trial end (the next trial's first row)"),
+    ('aborted-trial', 1, False, 'trial ends of test trials cut short by an interruption'),
 )
+KNOWN_LOG_COLUMNS: dict[str, int] = {name: columns for name, columns, _, _ in TRANSITION_LOGS}
+PER_ITERATION_LOGS: tuple[str, ...] = tuple(name for name, _, per_iteration, _ in TRANSITION_LOGS if per_iteration)
 
 _SUBDIRS = (
     'info',

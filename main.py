@@ -22,12 +22,14 @@ import numpy as np
 # (torchvision -> torch._dynamo -> triton -> cuda.bindings) segfaults with Mesa's EGL.
 import torchvision  # noqa: F401
 
+import logger as logger_table
+import rules
 import utils
 from robot import Robot
-from trainer import (GOAL_OCCUPANCY_THRESHOLD, PUSH_ONLY_PUSH_PENALTY, Outcome, Transition, best_pixel,
-                     choose_primitive_goal_agnostic, choose_primitive_goal_conditioned, choose_primitive_push_only,
-                     explore_probability, grasp_explore_probability, masked_max, random_primitive,
-                     relabel_grasp_transition, reward_and_label)
+from rules import (GOAL_OCCUPANCY_THRESHOLD, best_pixel, choose_primitive_goal_agnostic,
+                   choose_primitive_goal_conditioned, choose_primitive_push_only, explore_probability,
+                   grasp_explore_probability, masked_max, random_primitive, reward_and_label)
+from trainer import Transition, relabel_grasp_transition
 from utils import UserError
 
 
@@ -165,8 +167,6 @@ def parse_config(argv: list[str] | None = None) -> Config:
 # ==============================================================================================
 # Set-up
 # ==============================================================================================
-NO_CHANGE_RESET = 10  # SPEC 5: new scene after more than 10 no-change actions
-EMPTY_TABLE_PIXELS = {False: 300, True: 10}  # SPEC 5: training / testing
 HEURISTIC_AFTER_NO_CHANGE = 2
 GOAL_RING_FOR_PUSHES_PX = 30  # heuristic policy: pushes start this close to the goal
 # Learned goal-oriented pushes start this close to the goal (6 cm; a push moves 13 cm).
@@ -330,10 +330,8 @@ class Progress:
 
 
 PRIMITIVE_CODE = {"push": 0, "grasp": 1}
-# One row per iteration in each of these transition logs (SPEC 7 plus three diagnostics).
-PER_ITERATION_LOGS = ("executed-action", "label-value", "reward-value", "predicted-value", "is-exploit",
-                      "use-heuristic", "grasp-obj", "goal-obj", "grasp-success", "push-step", "episode",
-                      "change-detected", "improved-grasp-reward", "occupancy")
+# The transition logs written every iteration: logger.TRANSITION_LOGS, the one table.
+PER_ITERATION_LOGS = logger_table.PER_ITERATION_LOGS
 
 
 # ==============================================================================================
@@ -351,7 +349,7 @@ class Runner:
         self.goal_conditioned = cfg.is_goal_conditioned
         # Goal-conditioned testing and training in push_grasp use the push_only rules of SPEC 5
         # (push rewarded by the grasp net's improvement); goal-agnostic push_grasp is VPG's.
-        self.reward_stage = "push_only" if (self.goal_conditioned and cfg.stage == "push_grasp") else cfg.stage
+        self.reward_stage = rules.rule_set(cfg.stage, self.goal_conditioned)
         self.progress = Progress()
         self.rng = np.random.default_rng(cfg.random_seed)
         self.test_case = None
@@ -503,12 +501,8 @@ class Runner:
                 self.progress.goal_obj = int(self.rng.choice(sorted(obs.masks)))
                 obs.goal_mask = obs.masks[self.progress.goal_obj]
                 goal_visible = True
-            reset_reason = self._reset_reason(obs, goal_visible, goal_was_grasped)
-            if reset_reason is None and self.goal_conditioned and self.training and self.pending is not None \
-                    and self.pending.grasp_success:
-                # As the paper's code: a new scene after any successful grasp, so that training
-                # scenes do not thin out; the label below still bootstraps from this state.
-                reset_reason = "an object was grasped (training: a new scene)"
+            object_grasped = self.pending is not None and self.pending.grasp_success
+            reset_reason = self._reset_reason(obs, goal_visible, goal_was_grasped, object_grasped)
             if reset_reason is not None and self.pending is None and self.test_case is not None:
                 # Nothing was done in this preset scene yet: every trial would end the same way.
                 raise UserError(f"preset case {self.cfg.test_preset_file} cannot start: {reset_reason}")
@@ -524,7 +518,7 @@ class Runner:
                 if self.progress.iteration % cfg.snapshot_interval == 0:
                     self._snapshot()
                 # The labelling just counted this action's change (or not): check again.
-                reset_reason = reset_reason or self._reset_reason(obs, goal_visible, goal_was_grasped)
+                reset_reason = reset_reason or self._reset_reason(obs, goal_visible, goal_was_grasped, object_grasped)
             if reset_reason is not None:
                 self._end_trial(reset_reason)
                 if not self._done():
@@ -544,25 +538,15 @@ class Runner:
         return not self.training and self.progress.trials_finished >= cfg.max_test_trials
 
     def _is_target(self, grasp_success: bool, grasp_obj: int, goal_obj: int) -> bool:
-        """A grasp that counts: of the goal when goal-conditioned, of anything otherwise."""
-        return grasp_success and (not self.goal_conditioned or grasp_obj == goal_obj)
+        return rules.is_target_grasp(grasp_success, grasp_obj, goal_obj, self.goal_conditioned)
 
-    def _reset_reason(self, obs: Observation, goal_visible: bool, goal_was_grasped: bool) -> str | None:
+    def _reset_reason(self, obs: Observation, goal_visible: bool, goal_was_grasped: bool,
+                      object_grasped: bool) -> str | None:
         p = self.progress
-        flown = self.robot.flown_off_objects()
-        if flown:
-            return f"object(s) {flown} flew off the table"
-        if utils.occupied_pixels(obs.depth_heightmap) < EMPTY_TABLE_PIXELS[not self.training]:
-            return "the table is (nearly) empty"
-        if p.no_change_count > NO_CHANGE_RESET:
-            return f"more than {NO_CHANGE_RESET} actions changed nothing"
-        if self.goal_conditioned and not goal_visible:
-            if goal_was_grasped:
-                return "goal grasped"
-            return "the goal left the workspace"
-        if not self.training and p.grasp_failures_in_a_row >= self.cfg.max_goal_grasp_failures:
-            return f"{p.grasp_failures_in_a_row} failed grasps in a row"
-        return None
+        return rules.reset_reason(self.training, self.goal_conditioned, self.robot.flown_off_objects(),
+                                  utils.occupied_pixels(obs.depth_heightmap), p.no_change_count, goal_visible,
+                                  goal_was_grasped, p.grasp_failures_in_a_row, self.cfg.max_goal_grasp_failures,
+                                  object_grasped)
 
     # --- choosing and acting ------------------------------------------------------------------
     def _choose(self, obs: Observation, push_q, grasp_q,
@@ -677,32 +661,20 @@ class Runner:
                 pending.obs.depth_heightmap, obs.depth_heightmap, pending.grasp_success)
             next_goal_mask = None
         has_next = grasp_q is not None
-        next_push_max = float(push_q.max()) if push_q is not None else 0.0
-        next_grasp_max = float(grasp_q.max()) if has_next else 0.0
-        next_goal_grasp_max = masked_max(grasp_q, next_goal_mask) if has_next and next_goal_mask is not None else 0.0
-        # Without a next forward (a test trial ends here) there is no measured improvement.
-        improved = next_goal_grasp_max - pending.best_goal_grasp_q_before if has_next else 0.0
+        next_goal_grasp_max = masked_max(grasp_q, next_goal_mask) if has_next and next_goal_mask is not None else None
         occupancy_now = obs.goal_occupancy
-        decreased_occupancy = pending.occupancy_before - occupancy_now
         goal_grasped = self._is_target(pending.grasp_success, pending.grasp_obj, pending.goal_obj)
-        outcome = Outcome(grasp_success=pending.grasp_success, goal_grasped=goal_grasped, change_detected=change,
-                          improved_grasp_q=improved, decreased_occupancy=decreased_occupancy,
-                          pre_push_grasp_q=pending.best_goal_grasp_q_before, next_max_push_q=next_push_max,
-                          next_max_grasp_q=next_goal_grasp_max if self.goal_conditioned else next_grasp_max)
+        outcome = rules.measure_outcome(
+            pending.primitive, pending.grasp_success, goal_grasped, change, pending.best_goal_grasp_q_before,
+            pending.occupancy_before, occupancy_now, float(push_q.max()) if push_q is not None else None,
+            float(grasp_q.max()) if has_next else None, next_goal_grasp_max, self.goal_conditioned, goal_visible)
+        improved, decreased_occupancy = outcome.improved_grasp_q, outcome.decreased_occupancy
+        next_goal_grasp_max = next_goal_grasp_max or 0.0
         reward, label = reward_and_label(self.reward_stage, pending.primitive, outcome,
                                          cfg.future_reward_discount, cfg.alternating_training,
                                          push_reward=cfg.push_reward)
-        if self.goal_conditioned and pending.primitive == "push" and not goal_visible:
-            # The push threw the goal out of the workspace: a terminal failure, whatever the
-            # occupancy of a goal that is no longer there says (SPEC 5 is silent here).
-            reward = label = PUSH_ONLY_PUSH_PENALTY
-
-        if change:
-            p.no_change_count = 0
-            p.no_change_in_a_row[pending.primitive] = 0
-        else:
-            p.no_change_count += 1
-            p.no_change_in_a_row[pending.primitive] += 1
+        p.no_change_count, p.no_change_in_a_row = rules.count_change(
+            p.no_change_count, p.no_change_in_a_row, pending.primitive, change)
 
         log = self.logger
         row = {

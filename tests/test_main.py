@@ -213,7 +213,8 @@ def test_resumed_test_run_marks_the_interrupted_trial_aborted(tmp_path):
     import evaluate
 
     common = ["--stage", "push_grasp", "--policy", "heuristic", "--is_testing", "--test_preset_cases",
-              "--test_preset_file", str(CASE), *GOAL, "--max_test_trials", "1"]
+              "--test_preset_file", str(CASE), *GOAL, "--max_test_trials", "1",
+              "--preset_jitter_mm", "0", "--preset_jitter_deg", "0"]  # the file as made: the heuristic clears it
     session = run(tmp_path, *common, "--max_iterations", "2")
     assert not (session / "transitions" / "clearance.log.txt").exists()
     assert main.main([*common, "--continue_logging", "--logging_directory", str(session)]) == 0
