@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: venv demo test bench
+.PHONY: venv demo test bench reproduce
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,6 +22,12 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q tests
+
+# The paper's pipeline, Table I and the learning curves (about 4-6 h on 2 cores); run it again
+# after an interruption and it continues. RUN_DIR defaults to ~/goal-push-grasp-reproduce.
+RUN_DIR ?= $(HOME)/goal-push-grasp-reproduce
+reproduce: venv
+	$(PY) reproduce.py --run_dir $(RUN_DIR)
 
 bench: venv
 	$(PY) bench/sim.py

@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -69,6 +70,8 @@ class Step:
     budget: int  # iterations (train) or trials (test)
     snapshot_from: list[str] = field(default_factory=list)  # steps whose snapshots argv needs
     stage: str = ""
+    row: str = ""  # test steps: the Table I row and the case
+    case: str = ""
 
 
 def snapshot_path(run_dir: Path, step: str) -> Path:
@@ -123,7 +126,8 @@ def build_steps(args: argparse.Namespace) -> list[Step]:
                     "--test_preset_file", str(case), "--max_test_trials", str(args.trials),
                     "--max_iterations", str(args.trials * MAX_ACTIONS_PER_TRIAL),
                     "--random_seed", str(1000 * seed + case_index), "--cpu"]
-            steps.append(Step(f"test-{row}-{case.stem}", argv, "test", args.trials, row_source.get(row, [])))
+            steps.append(Step(f"test-{row}-{case.stem}", argv, "test", args.trials, row_source.get(row, []),
+                              row=row, case=case.stem))
     # The sample-efficiency ablations come last: Table I first.
     steps.append(stage1("stage1-norelabel", seed, False))
     steps.append(stage1("stage1-seed2", seed2, True))
@@ -264,9 +268,9 @@ def evaluate_rows(args: argparse.Namespace, steps: list[Step]) -> dict:
     for row, description in ROWS:
         per_case = {}
         for step in steps:
-            if step.kind != "test" or not step.name.startswith(f"test-{row}-") or not is_done(args.run_dir, step):
+            if step.kind != "test" or step.row != row or not is_done(args.run_dir, step):
                 continue
-            case = step.name[len(f"test-{row}-"):]
+            case = step.case
             result = evaluate.evaluate_session(session_of(args.run_dir, step), num_obj_complete=1)
             per_case[case] = {k: result.get(k) for k in (
                 "num_trials", "completion_pct", "goal_grasp_success_pct", "motion_number",
@@ -303,6 +307,14 @@ def format_table(table: dict) -> str:
                      f"{_cell(values['motion_number'], 2)} | {_cell(values['paper_code_completion_pct'])} | "
                      f"{_cell(values['paper_code_goal_grasp_success_pct'])} | "
                      f"{_cell(values['first_grasp_goal_success_pct'])} |")
+    learning = table.get("learning", {})
+    if learning:
+        lines += ["", "| training step | episodes | first episode with >= 80 % goal grasps over the last 100 | "
+                      "final goal grasp success % (last 100) | final grasp Q (last 100) |", "|---|---|---|---|---|"]
+        for name, values in learning.items():
+            first = values["first_episode_at_80pct_last100"]
+            lines.append(f"| {name} | {values['episodes']} | {first if first is not None else 'not reached'} | "
+                         f"{_cell(values['final_goal_success_ma_pct'])} | {_cell(values['final_grasp_q_ma'], 2)} |")
     lines.append("")
     lines.append(f"Each figure is the mean over {len(table['cases'])} cases of the per-case value, "
                  f"{table['trials_per_case']} jittered trials per case (the paper's Table I averages its cases).")
@@ -381,10 +393,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--status", action="store_true", help="print where the run stands and exit")
     parser.add_argument("--until", default="", help="stop after this step (e.g. stage3-push)")
     parser.add_argument("--report_only", action="store_true", help="write Table I and the curves from what exists")
+    parser.add_argument("--ship", default="", help="after the report, copy the full method's snapshot and its "
+                                                   "model card into this folder (the repository's snapshots/)")
     args = parser.parse_args(argv)
     if args.trials < 1 or args.scale <= 0:
         print("error: --trials must be >= 1 and --scale > 0", file=sys.stderr)
         return 2
+    # Started in the background by a shell, SIGINT arrives ignored and every step would inherit
+    # that: restore it, and let SIGTERM stop the run the same clean way (steps save their state).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     args.run_dir = args.run_dir.expanduser().resolve()
     args.run_dir.mkdir(parents=True, exist_ok=True)
     settings = {k: str(v) for k, v in vars(args).items() if k in ("cases", "trials", "backbone", "seed", "scale")}
@@ -403,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"about {_fmt_duration(clock.seconds_left(args.run_dir, steps))} left")
         if args.report_only:
             write_report(args, steps)
+            if args.ship:
+                ship(args, steps)
         return 0
     try:
         for index, step in enumerate(steps):
@@ -417,7 +437,47 @@ def main(argv: list[str] | None = None) -> int:
         print(stop, file=sys.stderr)
         return 2
     write_report(args, steps)
+    if args.ship:
+        ship(args, steps)
     return 0
+
+
+def ship(args: argparse.Namespace, steps: list[Step]) -> None:
+    """The full method's final snapshot and a model card, into args.ship."""
+    source = snapshot_path(args.run_dir, "stage3-push")
+    if not source.is_file():
+        raise SystemExit(f"error: nothing to ship yet: {source} is missing (run the pipeline to stage3-push)")
+    target_dir = Path(args.ship)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    name = f"goal-push-grasp-{args.backbone}.pth"
+    shutil.copyfile(source, target_dir / name)
+    table = json.loads((args.run_dir / "table1.json").read_text()) if (args.run_dir / "table1.json").is_file() else {}
+    full = table.get("rows", {}).get("full")
+    by_name = {step.name: step for step in steps}
+    lines = [f"# Model card: `{name}`", "",
+             f"The full method (stages 1-3 of the paper) with the `{args.backbone}` backbone, trained on a 2-core "
+             f"CPU by `make reproduce` (`python reproduce.py --seed {args.seed} --scale {args.scale}`).", "",
+             f"- Architecture: goal-conditioned, five `{args.backbone}` trunks (push colour/depth, grasp colour/depth, "
+             f"goal mask), 16 rotations; {os.path.getsize(target_dir / name) / 1e6:.1f} MB. The file describes its "
+             f"net: `--load_snapshot --snapshot_file snapshots/{name}` needs no `--backbone`.",
+             "- Training, in order (each a `python main.py` command line; iterations in brackets):"]
+    for step_name in ("explore", "stage1", "stage2", "stage3-grasp", "stage3-push"):
+        step = by_name[step_name]
+        shown = [f"<{Path(a).stem} snapshot>" if a.startswith(str(args.run_dir)) else a for a in step.argv]
+        lines.append(f"  - {step_name} [{step.budget} iterations]: `python main.py {' '.join(shown)}`")
+    if full:
+        lines += ["", f"Table I row on {len(table.get('cases', []))} challenging cases, {table.get('trials_per_case')} "
+                      f"jittered trials each: completion {_cell(full['completion_pct'])} %, goal grasp success "
+                      f"{_cell(full['goal_grasp_success_pct'])} %, motion number {_cell(full['motion_number'], 2)} "
+                      f"(the whole table: README, 'Results')."]
+    else:
+        lines += ["", "Table I: not measured yet for this snapshot (the test steps of the pipeline have not run)."]
+    lines += ["", "Test it on a case:", "", "```bash",
+              f"python main.py --stage push_grasp --num_obj 10 --is_testing --test_preset_cases --test_preset_file "
+              f"simulation/test-cases/test-10-obj-00.txt --load_snapshot --snapshot_file snapshots/{name} "
+              f"--grasp_goal_conditioned --goal_conditioned --cpu --save_visualizations", "```", ""]
+    (target_dir / "MODEL_CARD.md").write_text("\n".join(lines))
+    print(f"shipped {target_dir / name} and {target_dir / 'MODEL_CARD.md'}")
 
 
 if __name__ == "__main__":
