@@ -81,7 +81,11 @@ class Config:
                      "or VPG's change-only reward (0.5 when the goal's surroundings changed; the ablation)")
     goal_obj_idx: int = _f(-1, "index of the goal object (-1: from the test-case file, else 0)")
     future_reward_discount: float = _f(0.5, "Q-learning discount gamma")
+    learning_rate: float = _f(1e-4, "Adam learning rate (the paper's 1e-4)")
     experience_replay: bool = _f(False, "prioritised experience replay after each step")
+    replay_candidates: Literal["paper", "other_reward"] = _f(
+        "paper", "replayed samples: the paper's code's (pushes rewarded 0 or 0.5; goal grasps that succeeded, "
+                 "after a failure), or VPG's simplification (any sample whose reward differs from the current one)")
     heuristic_bootstrap: bool = _f(False, "use the depth heuristic after 2 no-change actions in a row")
     explore_rate_decay: bool = _f(False, "decay the exploration probability over iterations")
     grasp_explore: bool = _f(False, "stage grasp_only: explore with a goal-agnostic grasp model")
@@ -113,6 +117,8 @@ class Config:
     logging_directory: str = _f("", "session directory to resume")
     logs_dir: str = _f("logs", "where new session directories are made")
     save_visualizations: bool = _f(False, "write affordance maps and the chosen action per iteration")
+    verbose: bool = _f(False, "one line per action (always so when stderr is not a terminal, e.g. a log file); "
+                              "on a terminal the default is a progress bar")
     snapshot_interval: int = _f(50, "iterations between snapshots")
 
     @property
@@ -185,6 +191,8 @@ def check_config(cfg: Config) -> None:
         value = getattr(cfg, name)
         if not (np.isfinite(value) and 0 <= value <= 20):
             raise UserError(f"--{name} must be between 0 and 20, got {value}")
+    if not (np.isfinite(cfg.learning_rate) and 0 < cfg.learning_rate <= 1):
+        raise UserError(f"--learning_rate must be in (0, 1], got {cfg.learning_rate}")
     if cfg.load_snapshot and not cfg.snapshot_file:
         raise UserError("--load_snapshot needs --snapshot_file")
     if cfg.load_snapshot and not Path(cfg.snapshot_file).is_file():
@@ -376,6 +384,8 @@ class Runner:
         self.logger.save_camera_info(self.robot.intrinsics, self.robot.camera_pose, self.robot.depth_scale)
         self.logger.save_heightmap_info(self.robot.workspace_limits_m, cfg.heightmap_resolution)
         self.pending: Pending | None = None
+        self._bar = None  # the progress bar, while run() runs on a terminal
+        self._recent_push_rewards: list[float] = []
         self._new_scene()
 
     # --- set-up helpers -----------------------------------------------------------------------
@@ -387,6 +397,7 @@ class Runner:
         trainer = Trainer(TrainerConfig(
             stage=cfg.stage, goal_conditioned=architecture == "goal_conditioned", backbone=backbone,
             goal_oriented=self.goal_conditioned, reward_stage=self.reward_stage,
+            replay_candidates=cfg.replay_candidates, learning_rate=cfg.learning_rate,
             device=cfg.device, future_reward_discount=cfg.future_reward_discount,
             alternating_training=cfg.alternating_training, cooperative_training=cfg.cooperative_training,
             pretrained_weights=cfg.pretrained_weights or "auto", precision=cfg.precision, seed=cfg.random_seed,
@@ -477,7 +488,9 @@ class Runner:
     def _end_trial(self, reason: str) -> None:
         self.logger.append("clearance", [self.progress.iteration])
         self.progress.trials_finished += 1
-        print(f"trial {self.progress.trials_finished} ended at iteration {self.progress.iteration}: {reason}")
+        self._say(f"trial {self.progress.trials_finished} ended at iteration {self.progress.iteration}: {reason}")
+        if self._bar is not None and not self.training:
+            self._bar.update(1)
 
     def observe(self) -> Observation:
         color, depth, color_hm, raw_depth_hm = self.robot.get_heightmaps()
@@ -488,7 +501,45 @@ class Runner:
             goal_mask = masks.get(self.progress.goal_obj, np.zeros(depth_hm.shape, dtype=np.uint8))
         return Observation(color, depth, color_hm, depth_hm, masks, goal_mask)
 
+    def _say(self, line: str) -> None:
+        if self._bar is None:
+            print(line, flush=True)
+        elif self.cfg.verbose:
+            self._bar.write(line)
+
+    def _make_bar(self):
+        """A progress bar on a terminal: iterations (training) or trials (testing), recent goal
+        grasp success, recent push reward, seconds per iteration and, with a limit, the time left."""
+        if not sys.stderr.isatty():
+            return None
+        from tqdm import tqdm
+
+        p, cfg = self.progress, self.cfg
+        if self.training:
+            return tqdm(total=cfg.max_iterations or None, initial=p.iteration, unit="it", dynamic_ncols=True)
+        return tqdm(total=cfg.max_test_trials, initial=p.trials_finished, unit="trial", dynamic_ncols=True)
+
+    def _update_bar(self, reward: float, primitive: str) -> None:
+        if self._bar is None:
+            return
+        if primitive == "push":
+            self._recent_push_rewards = (self._recent_push_rewards + [reward])[-50:]
+        postfix = {"goal_grasps": f"{np.mean(self.progress.goal_successes):.2f}" if self.progress.goal_successes else "-"}
+        if self._recent_push_rewards:
+            postfix["push_reward"] = f"{np.mean(self._recent_push_rewards):+.2f}"
+        self._bar.set_postfix(postfix, refresh=False)
+        if self.training:
+            self._bar.update(1)
+
     def run(self) -> None:
+        self._bar = self._make_bar()
+        try:
+            self._loop()
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+
+    def _loop(self) -> None:
         cfg = self.cfg
         while not self._done():
             obs = self.observe()
@@ -631,10 +682,10 @@ class Runner:
             result = self.robot.grasp(action, obs.depth_heightmap)
             grasp_success, grasp_obj = result.success, result.object_index
         goal_grasped = self._is_target(grasp_success, grasp_obj, p.goal_obj)
-        print(f"iteration {p.iteration}: {primitive} at rot {action[0]} (row {action[1]}, col {action[2]}) "
-              f"Q {predicted:.3f}{' explore' if not is_exploit else ''}{' heuristic' if use_heuristic else ''}"
-              + (f" -> {'grasped object ' + str(grasp_obj) if grasp_success else 'missed'}"
-                 f"{' (goal)' if goal_grasped else ''}" if primitive == "grasp" else ""))
+        self._say(f"iteration {p.iteration}: {primitive} at rot {action[0]} (row {action[1]}, col {action[2]}) "
+                  f"Q {predicted:.3f}{' explore' if not is_exploit else ''}{' heuristic' if use_heuristic else ''}"
+                  + (f" -> {'grasped object ' + str(grasp_obj) if grasp_success else 'missed'}"
+                     f"{' (goal)' if goal_grasped and self.goal_conditioned else ''}" if primitive == "grasp" else ""))
         self.pending = Pending(obs, primitive, action, predicted, is_exploit, use_heuristic, grasp_success,
                                grasp_obj, p.goal_obj, p.push_step, p.episode, best_goal_grasp_q, obs.goal_occupancy)
         if primitive == "grasp":
@@ -690,6 +741,7 @@ class Runner:
         for name, values in row.items():
             log.append(name, values)
         p.iteration += 1
+        self._update_bar(reward, pending.primitive)
         it = p.iteration
         if pending.primitive == "grasp" and p.goal_successes:
             log.scalar("grasp/goal_success_rate_last100" if self.goal_conditioned else "grasp/success_rate_last100",

@@ -172,6 +172,12 @@ class ReplayMemory:
         return total
 
     # -- sampling ------------------------------------------------------------------------------
+    def candidates_other_reward(self, primitive: str, current_reward: float) -> np.ndarray:
+        """Indices of stored entries of `primitive` whose reward differs from current_reward."""
+        code = PRIMITIVES.index(primitive)
+        sel = (self._id >= 0) & (self._primitive == code) & (np.abs(self._reward - current_reward) > 1e-6)
+        return self._id[sel]
+
     def candidates(self, primitive: str, target_reward: float) -> np.ndarray:
         """Indices of stored entries of `primitive` whose reward is target_reward
         (replay_target_reward says which)."""
@@ -179,14 +185,16 @@ class ReplayMemory:
         sel = (self._id >= 0) & (self._primitive == code) & (np.abs(self._reward - target_reward) <= 1e-6)
         return self._id[sel]
 
-    def sample(self, primitive: str, target_reward: float, rng: np.random.Generator) -> Optional[int]:
+    def sample(self, primitive: str, target_reward: float, rng: np.random.Generator,
+               other_than: Optional[float] = None) -> Optional[int]:
         """Pick one entry to replay, as VPG does, or None when there is no candidate.
 
         Candidates: same primitive, reward == target_reward.  They are ranked by surprise
         |predicted - label| ascending (ties: older first) and the rank is drawn as
         round(rng.power(2) * (n - 1)): density 2x on [0, 1], so high surprise is preferred.
         """
-        ids = self.candidates(primitive, target_reward)
+        ids = (self.candidates(primitive, target_reward) if other_than is None
+               else self.candidates_other_reward(primitive, other_than))
         if ids.size == 0:
             return None
         slots = ids % self.capacity
@@ -291,6 +299,7 @@ class TrainerConfig:
     goal_conditioned: bool = True
     goal_oriented: bool = True
     reward_stage: Optional[str] = None
+    replay_candidates: str = 'paper'
     backbone: str = 'densenet121'
     device: str = 'auto'
     future_reward_discount: float = FUTURE_REWARD_DISCOUNT
@@ -519,12 +528,15 @@ class Trainer:
         is frozen."""
         if not self.trains(primitive):
             return None
-        target = replay_target_reward(primitive, current_reward,
-                                      grasp_success_reward(self.config.reward_stage or self.config.stage),
-                                      self.config.goal_oriented)
-        if target is None:
-            return None
-        index = self.memory.sample(primitive, target, rng)
+        if self.config.replay_candidates == 'other_reward':
+            index = self.memory.sample(primitive, 0.0, rng, other_than=current_reward)
+        else:
+            target = replay_target_reward(primitive, current_reward,
+                                          grasp_success_reward(self.config.reward_stage or self.config.stage),
+                                          self.config.goal_oriented)
+            if target is None:
+                return None
+            index = self.memory.sample(primitive, target, rng)
         if index is None:
             return None
         t = self.memory[index]
