@@ -80,7 +80,8 @@ def snapshot_path(run_dir: Path, step: str) -> Path:
 
 def build_steps(args: argparse.Namespace) -> list[Step]:
     run_dir, s = args.run_dir, args.scale
-    common = ["--backbone", args.backbone, "--cpu", "--experience_replay", "--explore_rate_decay"]
+    common = ["--backbone", args.backbone, "--cpu", "--experience_replay", "--explore_rate_decay",
+              "--learning_rate", str(args.learning_rate), "--replay_candidates", args.replay_candidates]
     n = lambda iterations: max(int(round(iterations * s)), 4)  # noqa: E731
     snap = lambda step: str(snapshot_path(run_dir, step))  # noqa: E731
     seed, seed2 = args.seed, args.seed + 1
@@ -380,6 +381,15 @@ def write_curves(args: argparse.Namespace, steps: list[Step]) -> dict:
     return summary
 
 
+def _portable(cases: Path) -> str:
+    """A cases folder inside a checkout, named relative to it: the same run dir then resumes from
+    another clone of the project."""
+    parts = cases.resolve().parts
+    if len(parts) >= 2 and parts[-2:] == ("simulation", "test-cases"):
+        return "simulation/test-cases"
+    return str(cases.resolve())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run_dir", type=Path, default=DEFAULT_RUN_DIR,
@@ -389,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbone", default="tiny", choices=["tiny", "resnet18", "densenet121"])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every training budget")
+    parser.add_argument("--learning_rate", type=float, default=1e-4, help="Adam learning rate of every training step")
+    parser.add_argument("--replay_candidates", default="paper", choices=["paper", "other_reward"])
     parser.add_argument("--progress_s", type=float, default=60.0, help="seconds between progress lines")
     parser.add_argument("--status", action="store_true", help="print where the run stands and exit")
     parser.add_argument("--until", default="", help="stop after this step (e.g. stage3-push)")
@@ -405,9 +417,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     args.run_dir = args.run_dir.expanduser().resolve()
     args.run_dir.mkdir(parents=True, exist_ok=True)
-    settings = {k: str(v) for k, v in vars(args).items() if k in ("cases", "trials", "backbone", "seed", "scale")}
+    settings = {k: str(v) for k, v in vars(args).items()
+                if k in ("cases", "trials", "backbone", "seed", "scale", "learning_rate", "replay_candidates")}
+    legacy = {"learning_rate": "0.0001", "replay_candidates": "paper"}  # run dirs made before these options
+    settings["cases"] = _portable(Path(args.cases))
     settings_file = args.run_dir / "settings.json"
-    if settings_file.is_file() and json.loads(settings_file.read_text()) != settings:
+    saved = {**legacy, **json.loads(settings_file.read_text())} if settings_file.is_file() else settings
+    saved["cases"] = _portable(Path(saved["cases"]))
+    if saved != settings:
         print(f"error: {args.run_dir} holds a run with other settings {settings_file.read_text()}; "
               f"use another --run_dir or the same options", file=sys.stderr)
         return 2
