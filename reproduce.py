@@ -157,7 +157,8 @@ def is_done(run_dir: Path, step: Step) -> bool:
 def count_rows(path: Path) -> int:
     try:
         with open(path, "rb") as handle:
-            return sum(1 for line in handle if line.strip())
+            # A torn last line (a write cut short) is not a row, as for the logger.
+            return sum(1 for line in handle if line.strip() and line.endswith(b"\n"))
     except OSError:
         return 0
 

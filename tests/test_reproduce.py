@@ -1,0 +1,78 @@
+"""reproduce.py's plan, resume bookkeeping and report, without running the long steps."""
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+import reproduce
+
+PROJECT_CASES = Path(__file__).resolve().parents[1] / "simulation" / "test-cases"
+
+
+def _args(tmp_path: Path, **kw) -> argparse.Namespace:
+    base = dict(run_dir=tmp_path / "run", cases=str(PROJECT_CASES), trials=30, backbone="tiny", seed=1, scale=1.0,
+                learning_rate=1e-4, replay_candidates="paper")
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_the_plan_trains_in_the_papers_order_then_tests_every_row_on_every_case(tmp_path):
+    steps = reproduce.build_steps(_args(tmp_path))
+    names = [s.name for s in steps]
+    assert names[:5] == ["explore", "stage1", "stage2", "stage3-grasp", "stage3-push"]
+    tests = [s for s in steps if s.kind == "test"]
+    assert len(tests) == len(reproduce.ROWS) * 10 and all(s.budget == 30 for s in tests)
+    assert {s.row for s in tests} == {row for row, _ in reproduce.ROWS}
+    # The ablations after Table I, on the same seeds.
+    assert names[-4:] == ["stage1-norelabel", "stage1-seed2", "stage1-norelabel-seed2", "stage2-change"]
+    by = {s.name: s for s in steps}
+    assert "--no_goal_relabelling" in by["stage1-norelabel"].argv
+    assert by["stage2-change"].argv[by["stage2-change"].argv.index("--push_reward") + 1] == "change"
+    assert "--alternating_training" in by["stage3-grasp"].argv and "--alternating_training" not in by["stage3-push"].argv
+    # Each row meets the same jittered scenes of a case: the same seed per case across rows.
+    seeds = {}
+    for s in tests:
+        seeds.setdefault(s.case, set()).add(s.argv[s.argv.index("--random_seed") + 1])
+    assert all(len(v) == 1 for v in seeds.values())
+    # Each stage loads the previous stage's snapshot.
+    assert by["stage2"].snapshot_from == ["stage1"] and by["stage3-push"].snapshot_from == ["stage3-grasp"]
+
+
+def test_scale_shrinks_every_training_budget(tmp_path):
+    small = {s.name: s.budget for s in reproduce.build_steps(_args(tmp_path, scale=0.01)) if s.kind == "train"}
+    assert small["stage1"] == 6 and small["stage2"] == 15 and min(small.values()) >= 4
+
+
+def test_progress_comes_from_the_step_logs(tmp_path):
+    args = _args(tmp_path)
+    step = next(s for s in reproduce.build_steps(args) if s.name == "stage1")
+    assert reproduce.step_progress(args.run_dir, step) == 0
+    transitions = reproduce.step_dir(args.run_dir, step) / "logs" / "2026-12-01.10:00:00" / "transitions"
+    transitions.mkdir(parents=True)
+    (transitions / "executed-action.log.txt").write_text("1 0 3 4\n" * 7 + "1 0 3")  # a torn last line
+    assert reproduce.step_progress(args.run_dir, step) == 7  # the torn line is not a row
+    (reproduce.step_dir(args.run_dir, step) / "done.json").write_text("{}")
+    assert reproduce.is_done(args.run_dir, step) and reproduce.step_progress(args.run_dir, step) == step.budget
+
+
+def test_table_markdown_has_every_measured_row(tmp_path):
+    cell = {"num_trials": 30, "completion_pct": 90.0, "goal_grasp_success_pct": 80.0, "motion_number": 3.1,
+            "paper_code_completion_pct": 95.0, "paper_code_goal_grasp_success_pct": 81.0,
+            "first_grasp_goal_success_pct": 0.0}
+    table = {"rows": {"full": {"description": "", "cases": {"c0": cell}, **cell}}, "cases": ["c0"],
+             "trials_per_case": 30, "learning": {"stage1": {"episodes": 600, "first_episode_at_80pct_last100": None,
+                                                            "final_goal_success_ma_pct": 52.0, "final_grasp_q_ma": 2.1}}}
+    text = reproduce.format_table(table)
+    assert "| full | 90.0 | 80.0 | 3.10 |" in text and "not reached" in text and "| c0 |" in text
+
+
+def test_a_run_dir_refuses_other_settings(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "settings.json").write_text(json.dumps({"cases": "simulation/test-cases", "trials": "30",
+                                                       "backbone": "tiny", "seed": "1", "scale": "1.0"}))
+    assert reproduce.main(["--run_dir", str(run_dir), "--status"]) == 0  # older run dirs: the same defaults
+    assert reproduce.main(["--run_dir", str(run_dir), "--status", "--seed", "2"]) == 2
+    assert "other settings" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        reproduce.main(["--run_dir", str(run_dir), "--backbone", "nope"])
