@@ -89,6 +89,9 @@ class Config:
     heuristic_bootstrap: bool = _f(False, "use the depth heuristic after 2 no-change actions in a row")
     explore_rate_decay: bool = _f(False, "decay the exploration probability over iterations")
     grasp_explore: bool = _f(False, "stage grasp_only: explore with a goal-agnostic grasp model")
+    grasp_explore_policy: Literal["model", "heuristic"] = _f(
+        "model", "what --grasp_explore explores with: the goal-agnostic explore model (the paper's), or the "
+                 "depth heuristic's grasp inside the goal mask (no explore snapshot needed)")
     load_explore_snapshot: bool = _f(False, "load --explore_snapshot_file as the explore model")
     explore_snapshot_file: str = _f("", "goal-agnostic snapshot used by --grasp_explore")
     grasp_reward_threshold: float = _f(1.8, "Qg: a goal grasp Q above this ends a push episode with a grasp")
@@ -197,7 +200,8 @@ def check_config(cfg: Config) -> None:
         raise UserError("--load_snapshot needs --snapshot_file")
     if cfg.load_snapshot and not Path(cfg.snapshot_file).is_file():
         raise UserError(f"snapshot file not found: {cfg.snapshot_file}")
-    if cfg.grasp_explore and not (cfg.load_explore_snapshot and cfg.explore_snapshot_file):
+    if cfg.grasp_explore and cfg.grasp_explore_policy == "model" and \
+            not (cfg.load_explore_snapshot and cfg.explore_snapshot_file):
         raise UserError("--grasp_explore needs --load_explore_snapshot --explore_snapshot_file")
     if cfg.load_explore_snapshot and not Path(cfg.explore_snapshot_file).is_file():
         raise UserError(f"explore snapshot file not found: {cfg.explore_snapshot_file}")
@@ -646,6 +650,9 @@ class Runner:
                 rng.random() < grasp_explore_probability(p.iteration, cfg.explore_rate_decay):
             # Stage 1's exploration (paper README): the goal-agnostic explore model's best grasp
             # inside the goal mask.
+            if cfg.grasp_explore_policy == "heuristic":
+                action = utils.grasp_heuristic(obs.depth_heightmap, allowed)
+                return primitive, action, float(q[action]), False, True
             explore_q = self.trainer.explore_grasp_q(obs.color_heightmap, obs.depth_heightmap)
             action, _ = best_pixel(explore_q, allowed if allowed.any() else None)
             return primitive, action, float(q[action]), False, False

@@ -85,17 +85,22 @@ def build_steps(args: argparse.Namespace) -> list[Step]:
     n = lambda iterations: max(int(round(iterations * s)), 4)  # noqa: E731
     snap = lambda step: str(snapshot_path(run_dir, step))  # noqa: E731
     seed, seed2 = args.seed, args.seed + 1
-    steps = [Step("explore", ["--stage", "grasp_only", "--num_obj", "5", *common, "--random_seed", str(seed),
-                              "--max_iterations", str(n(EXPLORE_ITERATIONS))], "train", n(EXPLORE_ITERATIONS),
-                  stage="grasp_only")]
+    steps = []
+    if args.stage1_explore == "model":
+        steps.append(Step("explore", ["--stage", "grasp_only", "--num_obj", "5", *common, "--random_seed", str(seed),
+                                      "--max_iterations", str(n(EXPLORE_ITERATIONS))], "train",
+                          n(EXPLORE_ITERATIONS), stage="grasp_only"))
+        explore_argv, explore_from = ["--grasp_explore", "--load_explore_snapshot", "--explore_snapshot_file",
+                                      snap("explore")], ["explore"]
+    else:  # the depth heuristic explores: no explore model to train
+        explore_argv, explore_from = ["--grasp_explore", "--grasp_explore_policy", "heuristic"], []
 
     def stage1(name: str, run_seed: int, relabel: bool) -> Step:
         argv = ["--stage", "grasp_only", "--num_obj", "5", *GOAL, "--goal_obj_idx", str(TRAIN_GOAL_INDEX), *common,
-                "--grasp_explore", "--load_explore_snapshot", "--explore_snapshot_file", snap("explore"),
-                "--random_seed", str(run_seed), "--max_iterations", str(n(STAGE1_ITERATIONS))]
+                *explore_argv, "--random_seed", str(run_seed), "--max_iterations", str(n(STAGE1_ITERATIONS))]
         if not relabel:
             argv.append("--no_goal_relabelling")
-        return Step(name, argv, "train", n(STAGE1_ITERATIONS), ["explore"], "grasp_only")
+        return Step(name, argv, "train", n(STAGE1_ITERATIONS), list(explore_from), "grasp_only")
 
     steps.append(stage1("stage1", seed, True))
 
@@ -402,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every training budget")
     parser.add_argument("--learning_rate", type=float, default=1e-4, help="Adam learning rate of every training step")
     parser.add_argument("--replay_candidates", default="paper", choices=["paper", "other_reward"])
+    parser.add_argument("--stage1_explore", default="model", choices=["model", "heuristic"],
+                        help="stage 1 explores with the goal-agnostic explore model (the paper's) or the depth "
+                             "heuristic's grasp")
     parser.add_argument("--progress_s", type=float, default=60.0, help="seconds between progress lines")
     parser.add_argument("--status", action="store_true", help="print where the run stands and exit")
     parser.add_argument("--until", default="", help="stop after this step (e.g. stage3-push)")
@@ -419,8 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     args.run_dir = args.run_dir.expanduser().resolve()
     args.run_dir.mkdir(parents=True, exist_ok=True)
     settings = {k: str(v) for k, v in vars(args).items()
-                if k in ("cases", "trials", "backbone", "seed", "scale", "learning_rate", "replay_candidates")}
-    legacy = {"learning_rate": "0.0001", "replay_candidates": "paper"}  # run dirs made before these options
+                if k in ("cases", "trials", "backbone", "seed", "scale", "learning_rate", "replay_candidates",
+                         "stage1_explore")}
+    # Run dirs made before these options had their defaults.
+    legacy = {"learning_rate": "0.0001", "replay_candidates": "paper", "stage1_explore": "model"}
     settings["cases"] = _portable(Path(args.cases))
     settings_file = args.run_dir / "settings.json"
     saved = {**legacy, **json.loads(settings_file.read_text())} if settings_file.is_file() else settings
@@ -480,6 +490,8 @@ def ship(args: argparse.Namespace, steps: list[Step]) -> None:
              f"net: `--load_snapshot --snapshot_file snapshots/{name}` needs no `--backbone`.",
              "- Training, in order (each a `python main.py` command line; iterations in brackets):"]
     for step_name in ("explore", "stage1", "stage2", "stage3-grasp", "stage3-push"):
+        if step_name not in by_name:
+            continue
         step = by_name[step_name]
         shown = [f"<{Path(a).stem} snapshot>" if a.startswith(str(args.run_dir)) else a for a in step.argv]
         lines.append(f"  - {step_name} [{step.budget} iterations]: `python main.py {' '.join(shown)}`")

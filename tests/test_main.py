@@ -254,3 +254,12 @@ def test_jittered_trials_differ_and_repeat_under_one_seed(tmp_path):
     exact = _first_heightmaps_of_trials(run(tmp_path / "c", *argv, "--preset_jitter_mm", "0",
                                             "--preset_jitter_deg", "0"))
     assert np.array_equal(exact[0], exact[1])
+
+
+def test_stage1_can_explore_with_the_depth_heuristic(tmp_path):
+    session = run(tmp_path, "--stage", "grasp_only", "--num_obj", "3", *GOAL, "--goal_obj_idx", "0",
+                  "--experience_replay", "--explore_rate_decay", "--grasp_explore", "--grasp_explore_policy",
+                  "heuristic", "--max_iterations", "4", *FAST)
+    assert_consistent_logs(session, 4)
+    heuristic = rows(session, "use-heuristic").ravel() > 0
+    assert heuristic.any() and np.all(rows(session, "is-exploit").ravel()[heuristic] == 0)

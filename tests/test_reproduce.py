@@ -12,7 +12,7 @@ PROJECT_CASES = Path(__file__).resolve().parents[1] / "simulation" / "test-cases
 
 def _args(tmp_path: Path, **kw) -> argparse.Namespace:
     base = dict(run_dir=tmp_path / "run", cases=str(PROJECT_CASES), trials=30, backbone="tiny", seed=1, scale=1.0,
-                learning_rate=1e-4, replay_candidates="paper")
+                learning_rate=1e-4, replay_candidates="paper", stage1_explore="model")
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -76,3 +76,11 @@ def test_a_run_dir_refuses_other_settings(tmp_path, capsys):
     assert "other settings" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         reproduce.main(["--run_dir", str(run_dir), "--backbone", "nope"])
+
+
+def test_stage1_can_explore_with_the_heuristic_and_then_needs_no_explore_model(tmp_path):
+    steps = reproduce.build_steps(_args(tmp_path, stage1_explore="heuristic"))
+    by = {s.name: s for s in steps}
+    assert "explore" not in by and by["stage1"].snapshot_from == []
+    argv = by["stage1"].argv
+    assert argv[argv.index("--grasp_explore_policy") + 1] == "heuristic" and "--explore_snapshot_file" not in argv
