@@ -413,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress_s", type=float, default=60.0, help="seconds between progress lines")
     parser.add_argument("--status", action="store_true", help="print where the run stands and exit")
     parser.add_argument("--until", default="", help="stop after this step (e.g. stage3-push)")
+    parser.add_argument("--only", default="", help="run only the steps whose name starts with this "
+                                                    "(e.g. test-heuristic: the rows that need no training)")
     parser.add_argument("--report_only", action="store_true", help="write Table I and the curves from what exists")
     parser.add_argument("--ship", default="", help="after the report, copy the full method's snapshot and its "
                                                    "model card into this folder (the repository's snapshots/)")
@@ -454,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         for index, step in enumerate(steps):
+            if args.only and not step.name.startswith(args.only):
+                continue
             if not is_done(args.run_dir, step):
                 run_step(args, steps, index, clock)
             if step.name == args.until:
