@@ -412,6 +412,17 @@ def format_report(result: dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
+def _save_figure(fig, path: str | os.PathLike) -> None:
+    """Write a matplotlib figure as a PNG atomically (never a half-written file) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def plot_evaluation(result: dict[str, Any], path: str | os.PathLike) -> None:
     """Save a figure: per-trial motion number (trials not completed in grey, at their full
     length) and the cumulative goal grasp success, pooled: target grasps / grasp attempts over
@@ -441,11 +452,7 @@ def plot_evaluation(result: dict[str, Any], path: str | os.PathLike) -> None:
     ax2.set_ylim(0, 105)
     ax2.set_ylabel('cumulative goal grasp\nsuccess % (all trials)')
     ax2.set_xlabel('trial')
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    _save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -505,11 +512,7 @@ def plot_training_curves(curves: dict[str, dict[str, Any]], path: str | os.PathL
     ax1.legend(loc='lower right', fontsize=8)
     ax2.set_ylabel(f'grasp Q of the executed grasp\n(mean of the last {window})')
     ax2.set_xlabel('episode (one grasp each)')
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    _save_figure(fig, path)
 
 
 def write_json(result: dict[str, Any], path: str | os.PathLike) -> None:
