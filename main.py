@@ -177,9 +177,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
 # Set-up
 # ==============================================================================================
 HEURISTIC_AFTER_NO_CHANGE = 2
-GOAL_RING_FOR_PUSHES_PX = 30  # heuristic policy: pushes start this close to the goal
-# Learned goal-oriented pushes start this close to the goal (6 cm; a push moves 13 cm).
-PUSH_NEAR_GOAL_PX = GOAL_RING_FOR_PUSHES_PX
+# Goal-oriented pushes, learned or heuristic, start this close to the goal (6 cm; a push moves 13 cm).
+PUSH_NEAR_GOAL_PX = 30
 
 
 def check_config(cfg: Config) -> None:
@@ -302,10 +301,16 @@ class Observation:
         """Goal-oriented pushes start in free space within PUSH_NEAR_GOAL_PX of the goal: a push
         that starts farther away cannot change the goal's surroundings (the paper's code lets
         them start anywhere). All free space when the goal is gone or has no free border."""
+        near = self.free_near_goal
+        return near if near is not None and near.any() else self.push_allowed
+
+    @functools.cached_property
+    def free_near_goal(self) -> np.ndarray | None:
+        """Free space within PUSH_NEAR_GOAL_PX of the goal (possibly empty); None when goal-agnostic
+        or the goal is gone."""
         if self.goal_mask is None or not self.goal_mask.any():
-            return self.push_allowed
-        near = utils.dilate(self.goal_mask > 0, PUSH_NEAR_GOAL_PX) & self.push_allowed
-        return near if near.any() else self.push_allowed
+            return None
+        return utils.dilate(self.goal_mask > 0, PUSH_NEAR_GOAL_PX) & self.push_allowed
 
 
 @dataclass
@@ -664,7 +669,7 @@ class Runner:
         primitive = "grasp"
         if self.goal_conditioned and self.cfg.stage != "grasp_only":  # grasp_only: the heuristic's grasp alone
             occupancy = obs.goal_occupancy
-            near_goal = utils.dilate(obs.goal_mask > 0, GOAL_RING_FOR_PUSHES_PX) & push_allowed
+            near_goal = obs.free_near_goal if obs.free_near_goal is not None else np.zeros_like(push_allowed)
             if occupancy > GOAL_OCCUPANCY_THRESHOLD and self.progress.no_change_in_a_row["push"] < 2:
                 action = utils.push_heuristic(obs.depth_heightmap, near_goal)
                 if near_goal[action[1], action[2]]:
