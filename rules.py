@@ -250,7 +250,7 @@ REPLAY_CANDIDATES = ('paper', 'other_reward')
 
 
 def replay_target_reward(primitive: str, current_reward: float, success_reward: float,
-                         goal_oriented: bool, candidates: str = 'paper') -> Optional[float]:
+                         goal_oriented: bool) -> Optional[float]:
     """The reward of the past samples one replay step draws from (the paper's main.py), or None
     when nothing is replayed.
 
@@ -263,12 +263,10 @@ def replay_target_reward(primitive: str, current_reward: float, success_reward: 
     | grasp     | goal-oriented | success_reward      | none                       |
     | grasp     | goal-oriented | anything else       | success_reward (goal grasps) |
     Push samples rewarded -0.5 are never replayed.  success_reward: grasp_success_reward().
-    candidates='other_reward' (VPG's simplification, --replay_candidates other_reward): no single
-    target; the caller draws among all samples whose reward differs from the current one.
+    VPG's simplification (--replay_candidates other_reward, REPLAY_CANDIDATES) has no single target:
+    it draws among all samples whose reward differs from the current one.
     """
     same = lambda a, b: abs(a - b) < 1e-6  # noqa: E731
-    if candidates == 'other_reward':
-        return None  # any reward but the current one: ReplayMemory.candidates_other_reward
     if primitive == 'push':
         return 0.0 if same(current_reward, VPG_PUSH_REWARD) else VPG_PUSH_REWARD
     if primitive != 'grasp':

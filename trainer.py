@@ -30,7 +30,7 @@ from utils import NUM_ROTATIONS, UserError
 
 # The rules of SPEC 5 live in rules.py; re-exported here for the callers that know them as trainer's.
 from rules import *  # noqa: E402,F401,F403
-from rules import (PRIMITIVES, STAGES, FUTURE_REWARD_DISCOUNT,  # noqa: E402
+from rules import (PRIMITIVES, REPLAY_CANDIDATES, STAGES, FUTURE_REWARD_DISCOUNT,  # noqa: E402
                    grasp_only_label, grasp_only_reward, grasp_success_reward, replay_target_reward)
 
 
@@ -172,29 +172,26 @@ class ReplayMemory:
         return total
 
     # -- sampling ------------------------------------------------------------------------------
-    def candidates_other_reward(self, primitive: str, current_reward: float) -> np.ndarray:
-        """Indices of stored entries of `primitive` whose reward differs from current_reward."""
-        code = PRIMITIVES.index(primitive)
-        sel = (self._id >= 0) & (self._primitive == code) & (np.abs(self._reward - current_reward) > 1e-6)
-        return self._id[sel]
-
-    def candidates(self, primitive: str, target_reward: float) -> np.ndarray:
+    def candidates(self, primitive: str, target_reward: Optional[float],
+                   other_than: Optional[float] = None) -> np.ndarray:
         """Indices of stored entries of `primitive` whose reward is target_reward
-        (replay_target_reward says which)."""
+        (replay_target_reward says which), or, with other_than, differs from it."""
         code = PRIMITIVES.index(primitive)
-        sel = (self._id >= 0) & (self._primitive == code) & (np.abs(self._reward - target_reward) <= 1e-6)
-        return self._id[sel]
+        if other_than is None:
+            rewards = np.abs(self._reward - target_reward) <= 1e-6
+        else:
+            rewards = np.abs(self._reward - other_than) > 1e-6
+        return self._id[(self._id >= 0) & (self._primitive == code) & rewards]
 
-    def sample(self, primitive: str, target_reward: float, rng: np.random.Generator,
+    def sample(self, primitive: str, target_reward: Optional[float], rng: np.random.Generator,
                other_than: Optional[float] = None) -> Optional[int]:
         """Pick one entry to replay, as VPG does, or None when there is no candidate.
 
-        Candidates: same primitive, reward == target_reward.  They are ranked by surprise
+        Candidates: same primitive, reward == target_reward (or != other_than).  They are ranked by surprise
         |predicted - label| ascending (ties: older first) and the rank is drawn as
         round(rng.power(2) * (n - 1)): density 2x on [0, 1], so high surprise is preferred.
         """
-        ids = (self.candidates(primitive, target_reward) if other_than is None
-               else self.candidates_other_reward(primitive, other_than))
+        ids = self.candidates(primitive, target_reward, other_than)
         if ids.size == 0:
             return None
         slots = ids % self.capacity
@@ -321,7 +318,7 @@ class TrainerConfig:
     def validate(self) -> None:
         """Raise UserError (one line) on a bad value."""
         choices = {'stage': STAGES, 'backbone': models.BACKBONES, 'precision': models.PRECISIONS,
-                   'norm_mode': ('per_sample', 'running')}
+                   'norm_mode': ('per_sample', 'running'), 'replay_candidates': REPLAY_CANDIDATES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise UserError(f"--{name} must be one of {', '.join(allowed)}, got '{getattr(self, name)}'")
@@ -529,7 +526,7 @@ class Trainer:
         if not self.trains(primitive):
             return None
         if self.config.replay_candidates == 'other_reward':
-            index = self.memory.sample(primitive, 0.0, rng, other_than=current_reward)
+            index = self.memory.sample(primitive, None, rng, other_than=current_reward)
         else:
             target = replay_target_reward(primitive, current_reward,
                                           grasp_success_reward(self.config.reward_stage or self.config.stage),

@@ -338,6 +338,9 @@ def test_replay_picks_same_primitive_other_reward_and_prefers_surprise():
     assert abs(ranks.mean() / 19 - 2 / 3) < 0.03
     assert (ranks >= 15).sum() > 5 * (ranks < 5).sum()
     assert mem.sample('grasp', 1.0, rng) is None        # all grasps have reward 0
+    # VPG's simplification (--replay_candidates other_reward): any reward but the current one.
+    assert sorted(mem.candidates('push', None, other_than=0.5)) == sorted(good)
+    assert {mem.sample('push', None, rng, other_than=0.5) for _ in range(200)} <= set(good)
     # updating a prediction changes its surprise, hence its rank
     top = max(good, key=good.get)
     mem.update_predicted(top, float(good[top]))           # surprise now 0
