@@ -182,16 +182,18 @@ def step_progress(run_dir: Path, step: Step) -> int:
 
 
 class Clock:
-    """Seconds per iteration as measured, per kind, for the estimate of the time left."""
+    """Seconds per iteration as measured, per kind ('train', 'test'), and actions per test trial,
+    kept in RUN_DIR/timing.json for the estimate of the time left."""
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / "timing.json"
-        self.per_iteration = {"train": SECONDS_PER_ITERATION_GUESS, "test": SECONDS_PER_ITERATION_GUESS}
+        self.per_iteration = {"train": SECONDS_PER_ITERATION_GUESS, "test": SECONDS_PER_ITERATION_GUESS,
+                              "actions_per_trial": ACTIONS_PER_TRIAL_GUESS}
         if self.path.is_file():
             self.per_iteration.update(json.loads(self.path.read_text()))
 
-    def update(self, kind: str, seconds_per_iteration: float) -> None:
-        self.per_iteration[kind] = seconds_per_iteration
+    def update(self, kind: str, value: float) -> None:
+        self.per_iteration[kind] = value
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.per_iteration))
         os.replace(tmp, self.path)
@@ -201,7 +203,7 @@ class Clock:
         for step in steps:
             left = step.budget - step_progress(run_dir, step)
             if left > 0:
-                per_unit = ACTIONS_PER_TRIAL_GUESS if step.kind == "test" else 1.0
+                per_unit = self.per_iteration["actions_per_trial"] if step.kind == "test" else 1.0
                 total += left * per_unit * self.per_iteration[step.kind]
         return total
 
@@ -260,8 +262,7 @@ def run_step(args: argparse.Namespace, steps: list[Step], index: int, clock: Clo
         actions = count_rows(session / "transitions" / "executed-action.log.txt")
         trials = max(step_progress(run_dir, step), 1)
         clock.update("test", (time.time() - started) / max(actions, 1))
-        global ACTIONS_PER_TRIAL_GUESS
-        ACTIONS_PER_TRIAL_GUESS = max(actions / trials, 1.0)
+        clock.update("actions_per_trial", max(actions / trials, 1.0))
     (directory / "done.json").write_text(json.dumps({"session": str(session), "finished": time.time()}))
 
 
