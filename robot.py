@@ -93,8 +93,10 @@ class Backend(abc.ABC):
         from colour segmentation of the given heightmaps or a user-given mask.
         """
 
-    def reset_scene(self, rng: np.random.Generator) -> None:
-        """Start a new training scene (random drop); real robots ask the operator."""
+    def reset_scene(self, rng: np.random.Generator, cluster_around: int | None = None) -> None:
+        """Start a new training scene (random drop); real robots ask the operator.
+        cluster_around=k: object k drops first and the others land packed around it (a crowded
+        goal), where the backend can build such a scene."""
         raise UserError(f"{type(self).__name__} cannot reset its scene by itself")
 
     def num_objects_in_workspace(self) -> int | None:
@@ -111,11 +113,6 @@ class Backend(abc.ABC):
 
     def close(self) -> None:
         """Release connections and renderers."""
-
-
-# Crowded training scenes: the cluster radius of the project's challenging cases
-# (simulation/create.py), so that the goal needs pushes as it does there.
-CROWDED_CLUSTER_RADIUS_M = 0.07
 
 
 def plan_push(action: tuple[int, int, int], valid_depth_heightmap: np.ndarray,
@@ -218,16 +215,7 @@ class Robot:
         return self.backend.object_masks(color_heightmap, depth_heightmap)
 
     def reset_scene(self, rng: np.random.Generator, cluster_around: int | None = None) -> None:
-        """A new training scene; cluster_around=k drops object k first and packs the others
-        around it (a crowded goal), where the backend can."""
-        if cluster_around is None:
-            self.backend.reset_scene(rng)
-            return
-        drop = getattr(self.backend, "drop_objects", None)
-        if drop is None:
-            raise UserError(f"{type(self.backend).__name__} cannot build crowded scenes; use --train_scene random")
-        names = [str(n) for n in rng.choice(self.backend.mesh_files, size=self.backend.num_obj)]
-        drop(names, rng, cluster_around=cluster_around, cluster_radius_m=CROWDED_CLUSTER_RADIUS_M)
+        self.backend.reset_scene(rng, cluster_around=cluster_around)
 
     def num_objects_in_workspace(self) -> int | None:
         return self.backend.num_objects_in_workspace()

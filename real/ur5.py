@@ -188,8 +188,10 @@ class UR5Robot(Backend):
         self._last_masks = self.segmenter.masks(color_heightmap, depth_heightmap)
         return {index: mask.copy() for index, mask in self._last_masks.items()}
 
-    def reset_scene(self, rng: np.random.Generator) -> None:
+    def reset_scene(self, rng: np.random.Generator, cluster_around: int | None = None) -> None:
         """Ask the operator to spread new objects (a real robot cannot do it itself)."""
+        if cluster_around is not None:
+            raise UserError(f"{type(self).__name__} cannot build crowded scenes; use --train_scene random")
         prompt = self.prompt
         if prompt is None:
             if not sys.stdin.isatty():

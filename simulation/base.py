@@ -48,6 +48,9 @@ DROP_INTERVAL_S = 0.15  # VPG dropped objects one by one; each gets this long to
 DROP_CLEARANCE_M = 0.01  # a dropped object starts this far above the highest point of the pile
 DROP_MARGIN_M = 0.1  # SPEC 2: objects are dropped over the central workspace, 10 cm margin
 CLUSTER_MIN_DISTANCE_M = 0.03  # clustered drops land no closer than this to the centre object
+# Crowded training scenes: the cluster radius of the project's challenging cases
+# (simulation/create.py), so that the goal needs pushes as it does there.
+CROWDED_CLUSTER_RADIUS_M = 0.07
 AT_REST_LINEAR_M_S = 0.01
 AT_REST_ANGULAR_RAD_S = 0.2
 STABLE_LINEAR_M_S = 0.05  # is_stable(): nothing faster than this ...
@@ -205,9 +208,14 @@ class SimulatorBackend(Backend):
                                           self.heightmap_resolution_m, MASK_DILATION_PX)
                     for index in self._objects_in_workspace()}
 
-    def reset_scene(self, rng: np.random.Generator) -> None:
-        """Drop num_obj random meshes (with replacement, as VPG) one by one over the central workspace, settle."""
-        self.drop_objects([str(n) for n in rng.choice(self.mesh_files, size=self.num_obj)], rng)
+    def reset_scene(self, rng: np.random.Generator, cluster_around: int | None = None) -> None:
+        """Drop num_obj random meshes (with replacement, as VPG) one by one over the central workspace, settle.
+        cluster_around=k: object k first, the others packed around it as in the challenging cases."""
+        names = [str(n) for n in rng.choice(self.mesh_files, size=self.num_obj)]
+        if cluster_around is None:
+            self.drop_objects(names, rng)
+        else:
+            self.drop_objects(names, rng, cluster_around=cluster_around, cluster_radius_m=CROWDED_CLUSTER_RADIUS_M)
 
     def num_objects_in_workspace(self) -> int:
         with self._calls("reading object poses"):

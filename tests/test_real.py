@@ -190,6 +190,8 @@ def test_reset_scene_asks_the_operator():
     backend.prompt = asked.append
     backend.reset_scene(np.random.default_rng(0))
     assert asked and "Enter" in asked[0]
+    with pytest.raises(UserError, match="crowded"):  # --train_scene crowded_goal needs a simulator
+        backend.reset_scene(np.random.default_rng(0), cluster_around=0)
 
 
 # ------------------------------------------------------------------ connections
