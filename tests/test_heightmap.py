@@ -142,3 +142,76 @@ def test_rendered_depth_matches_ray_casting(sim):
     assert np.median(errors) < 1e-4
     # Only pixels straddling an object edge may disagree (a half-pixel shift would double them).
     assert np.mean(errors > 0.005) < 0.003
+
+
+# ---------------------------------------------------------------------------- the fast path
+
+
+def _tilted_pose(x: float, y: float, height: float, tilt_rad: float, yaw_rad: float) -> np.ndarray:
+    """A look-down camera turned about base z by yaw and tilted about its own x axis."""
+    pose = _look_down_pose(x, y, height)
+    c, s = np.cos(tilt_rad), np.sin(tilt_rad)
+    tilt = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    c, s = np.cos(yaw_rad), np.sin(yaw_rad)
+    yaw = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    pose[:3, :3] = yaw @ pose[:3, :3] @ tilt
+    return pose
+
+
+def _assert_same_heightmaps(color, depth, intrinsics, pose, workspace=WORKSPACE_LIMITS_M,
+                            resolution=HEIGHTMAP_RESOLUTION_M):
+    fast_color, fast_depth = utils.get_heightmap(color, depth, intrinsics, pose, workspace, resolution)
+    ref_color, ref_depth = utils.get_heightmap_reference(color, depth, intrinsics, pose, workspace, resolution)
+    assert fast_depth.dtype == ref_depth.dtype and fast_color.dtype == ref_color.dtype
+    np.testing.assert_array_equal(np.isnan(fast_depth), np.isnan(ref_depth))
+    np.testing.assert_array_equal(fast_depth, ref_depth)  # bit for bit (NaN where NaN)
+    np.testing.assert_array_equal(fast_color, ref_color)
+    assert np.isfinite(ref_depth).sum() > 1000  # the scene is in view: the comparison means something
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the reference, on inf depth
+@pytest.mark.parametrize("tilt_deg, yaw_deg", [(0.0, 0.0), (0.0, 90.0), (12.0, 0.0), (20.0, 35.0), (-8.0, 170.0)])
+def test_fast_heightmap_is_the_reference_for_any_camera(tilt_deg, yaw_deg):
+    """Same maps as the plain definition, also where pixels project exactly onto cell edges (tilt 0)."""
+    rng = np.random.default_rng(int(tilt_deg * 10 + yaw_deg))
+    intrinsics = np.array([[618.62, 0.0, 320.0], [0.0, 618.62, 240.0], [0.0, 0.0, 1.0]])
+    pose = _tilted_pose(-0.5, 0.0, 0.75, np.radians(tilt_deg), np.radians(yaw_deg))
+    color, depth = _render_plate(intrinsics, pose, (480, 640), ((-0.55, -0.45), (0.02, 0.08)), 0.04)
+    color = rng.integers(0, 256, color.shape, dtype=np.uint8)  # every pixel its own colour: ties show
+    depth[rng.random(depth.shape) < 0.01] = np.nan
+    depth[rng.random(depth.shape) < 0.01] = 0.0
+    depth[rng.random(depth.shape) < 0.001] = np.inf
+    depth[:5] = 0.3  # points above the workspace, and a few out of it to the sides
+    _assert_same_heightmaps(color, depth, intrinsics, pose)
+    # Quantised depth, as a RealSense reports it: many equal heights in a cell.
+    _assert_same_heightmaps(color, np.round(depth * 1000) / 1000, intrinsics, pose)
+    noisy = (depth + rng.normal(0.0, 0.003, depth.shape)).astype(np.float32)
+    _assert_same_heightmaps(color, noisy, intrinsics, pose)
+
+
+def test_fast_heightmap_other_workspaces_and_image_sizes():
+    """A workspace whose upper bounds are not cell edges, a coarser grid, a 320x240 camera."""
+    intrinsics = np.array([[309.31, 0.0, 160.0], [0.0, 309.31, 120.0], [0.0, 0.0, 1.0]])
+    pose = _tilted_pose(-0.5, 0.01, 0.7, np.radians(5.0), np.radians(3.0))
+    color, depth = _render_plate(intrinsics, pose, (240, 320), ((-0.6, -0.5), (-0.1, 0.0)), 0.06)
+    color = np.random.default_rng(3).integers(0, 256, color.shape, dtype=np.uint8)
+    workspace = np.array([[-0.7, -0.3013], [-0.2, 0.2007], [-0.0001, 0.05]])
+    for resolution in (0.002, 0.0035):
+        _assert_same_heightmaps(color, depth, intrinsics, pose, workspace, resolution)
+    # One projector per camera, workspace and image size, built once.
+    first = utils.heightmap_projector(intrinsics, pose, (240, 320), workspace, 0.002)
+    assert utils.heightmap_projector(intrinsics.copy(), pose.copy(), (240, 320), workspace.copy(), 0.002) is first
+    assert utils.heightmap_projector(intrinsics, pose, (240, 320), workspace, 0.0035) is not first
+    with pytest.raises(ValueError):
+        first(color[:100], depth[:100])
+
+
+def test_fast_heightmap_is_the_reference_on_mujoco_renders(sim):
+    from simulation.test_cases import SceneObject
+
+    sim.load_objects([SceneObject("8.obj", (0.0, 1.0, 0.0), (-0.43, 0.11, 0.025), (0.0, 0.0, 0.3)),
+                      SceneObject("6.obj", (0.0, 0.0, 1.0), (-0.6, -0.1, 0.05), (0.0, 0.0, 0.5)),
+                      SceneObject("4.obj", (1.0, 0.0, 0.0), (-0.5, 0.0, 0.025), (0.0, 0.0, 0.0))])
+    color, depth = sim.get_camera_data()
+    depth = np.asarray(depth, dtype=np.float32) * sim.depth_scale
+    _assert_same_heightmaps(color, depth, sim.intrinsics, sim.camera_pose)
