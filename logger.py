@@ -10,14 +10,17 @@ Layout of one session (SPEC section 7), created under a base directory (default 
         data/depth-images/        NNNNNN.<mode>.depth.png   (uint16, 1e-4 m per unit)
         data/color-heightmaps/    NNNNNN.<mode>.color.png
         data/depth-heightmaps/    NNNNNN.<mode>.depth.png   (uint16, 1e-5 m per unit)
+        data/masks/               NNNNNN.goal.png, NNNNNN.grasped.png (0/255; training only:
+                                  with the heightmaps they rebuild replay after a crash)
         models/                   snapshot-NNNNNN.<stage>.pth, snapshot-backup.<stage>.pth
         visualizations/           NNNNNN.<name>.png
         transitions/              <name>.log.txt (space-separated rows, append-only)
         tensorboard/              tensorboardX event files (created on first scalar)
 
 Transition logs are only ever appended to (one ``open(..., 'a')`` per row, flushed at once), so
-a crash can lose at most the row being written, never rows already on disk. Every other file
-the logger writes itself goes through a temporary file and an atomic rename.
+a crash can lose at most the row being written, never rows already on disk; ``sync()`` fsyncs
+them for a power cut. Every other file the logger writes itself goes through a temporary file,
+fsync and an atomic rename.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import cv2
 import numpy as np
 
+from fault_injection import kill_point
 from utils import UserError
 
 # Depth PNG scales: metres -> integer units. 1e-4 m for camera depth (max 6.5535 m), 1e-5 m for
@@ -102,6 +106,30 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Force a file's written bytes to the disk (they survive a power cut, not only a crash)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_directory(path: str | os.PathLike) -> None:
+    """Force a folder's entries (a rename into it, a new file) to the disk; a no-op where the
+    platform cannot open folders."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -278,6 +306,7 @@ class Logger:
         # Per-log caches so an append does not re-read the file: row count and column count.
         self._rows: dict[str, int] = {}
         self._cols: dict[str, int | None] = {}
+        self._unsynced: set[str] = set()  # logs appended to since the last sync()
 
     # ------------------------------------------------------------------ session directory
     @staticmethod
@@ -400,6 +429,34 @@ class Logger:
                                DEPTH_HEIGHTMAP_UNITS_PER_M)
         return color, depth
 
+    def mask_path(self, iteration: int, name: str) -> Path:
+        """data/masks/NNNNNN.<name>.png: a 0/255 footprint mask of that iteration's state."""
+        return self.base_directory / 'data' / 'masks' / f'{int(iteration):06d}.{_check_name("mask name", name)}.png'
+
+    def save_mask(self, iteration: int, name: str, mask: np.ndarray) -> Path:
+        """Save an (H, W) mask (nonzero = inside) as a 0/255 PNG; with the heightmaps it makes
+        the iteration's replay transition rebuildable after a crash."""
+        m = np.asarray(mask)
+        if m.ndim != 2:
+            raise ValueError(f'a mask must be 2-D (H, W), got shape {m.shape}')
+        path = self.mask_path(iteration, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ok, buf = cv2.imencode('.png', np.where(m > 0, 255, 0).astype(np.uint8))
+        if not ok:
+            raise OSError(f'could not encode PNG for {path}')
+        atomic_write_bytes(path, buf.tobytes())
+        return path
+
+    def load_mask(self, iteration: int, name: str) -> np.ndarray | None:
+        """The (H, W) uint8 0/255 mask save_mask wrote, or None when there is none."""
+        path = self.mask_path(iteration, name)
+        if not path.is_file():
+            return None
+        mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if mask is None or mask.ndim != 2:
+            raise ValueError(f'{path} is not a single-channel mask PNG')
+        return np.where(mask > 0, 255, 0).astype(np.uint8)
+
     # ------------------------------------------------------------------ models/
     def snapshot_path(self, iteration: int, stage: str) -> Path:
         """models/snapshot-NNNNNN.<stage>.pth"""
@@ -421,7 +478,10 @@ class Logger:
         os.close(fd)
         try:
             save_fn(tmp)
+            fsync_file(tmp)
+            kill_point('snapshot_file_write', iteration)
             os.replace(tmp, final)
+            fsync_directory(self.models_directory)
         except BaseException:
             try:
                 os.unlink(tmp)
@@ -499,8 +559,18 @@ class Logger:
             f.flush()
             if self.fsync:
                 os.fsync(f.fileno())
+            else:
+                self._unsynced.add(name)
         self._rows[name] += 1
         self._cols[name] = len(flat)
+        kill_point('append:' + name, self._rows[name] - 1)
+
+    def sync(self) -> None:
+        """fsync every log appended to since the last sync (once per iteration: the rows then
+        survive a power cut too, at the cost of one fsync per log rather than per row)."""
+        for name in sorted(self._unsynced):
+            fsync_file(self.log_path(name))
+        self._unsynced.clear()
 
     def write_to_log(self, name: str, values: float | Sequence[float] | np.ndarray) -> None:
         """Alias of append (the original code's name; it rewrote the whole file, this appends one row)."""

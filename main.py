@@ -22,6 +22,7 @@ import numpy as np
 # (torchvision -> torch._dynamo -> triton -> cuda.bindings) segfaults with Mesa's EGL.
 import torchvision  # noqa: F401
 
+import checkpoint
 import logger as logger_table
 import rules
 import utils
@@ -29,6 +30,7 @@ from robot import Robot
 from rules import (GOAL_OCCUPANCY_THRESHOLD, best_pixel, choose_primitive_goal_agnostic,
                    choose_primitive_goal_conditioned, choose_primitive_push_only, explore_probability,
                    grasp_explore_probability, masked_max, random_primitive, reward_and_label)
+from fault_injection import kill_point
 from trainer import Transition, relabel_grasp_transition
 from utils import UserError
 
@@ -430,40 +432,69 @@ class Runner:
     def _state_path(self) -> Path:
         return Path(self.logger.session_directory) / "models" / f"state.{self.cfg.stage}"
 
+    def _progress_path(self) -> Path:
+        return Path(self.logger.session_directory) / "models" / f"progress.{self.cfg.stage}.json"
+
     def _save_state(self) -> None:
-        """Snapshot, backup and resume state (trainer, replay, counters, random generator)."""
+        """Resume state (trainer: networks, optimiser, replay; counters, random generator),
+        committed whole or not at all (checkpoint.commit_state_dir), then the progress file."""
         self.progress.rng_state = self.rng.bit_generator.state
-        state_dir = self._state_path()
-        state_dir.mkdir(parents=True, exist_ok=True)
-        if self.trainer is not None and self.training:
-            self.trainer.iteration = self.progress.iteration
-            self.trainer.save_state(state_dir)
-        tmp = state_dir / "progress.json.tmp"
-        tmp.write_text(json.dumps(dataclasses.asdict(self.progress), default=_json_default))
-        os.replace(tmp, state_dir / "progress.json")
+        progress = dataclasses.asdict(self.progress)
+
+        def write(folder: Path) -> None:
+            if self.trainer is not None and self.training:
+                self.trainer.iteration = self.progress.iteration
+                self.trainer.save_state(folder)
+            (folder / "progress.json").write_text(json.dumps(progress, default=_json_default))
+
+        checkpoint.commit_state_dir(self._state_path(), write, self.progress.iteration)
+        self._save_progress()
+
+    def _save_progress(self) -> None:
+        """After every iteration: the logs fsynced, then the counters and the random generator."""
+        self.progress.rng_state = self.rng.bit_generator.state
+        self.logger.sync()
+        checkpoint.write_json(self._progress_path(), dataclasses.asdict(self.progress), default=_json_default)
 
     def _resume(self) -> None:
         resume = self.logger.resume_state(PER_ITERATION_LOGS)
         rows = resume["iteration"]
         for name in resume["mismatched"]:
             # A crash between two appends left this log short: pad it (append-only) so every
-            # log keeps one row per iteration.
+            # log keeps one row per iteration; a padded row is no transition.
             self.logger.pad_to(name, rows)
-        progress_file = self._state_path() / "progress.json"
-        if progress_file.is_file():
-            saved = json.loads(progress_file.read_text())
-            self.progress = Progress(**saved)
-            self.rng.bit_generator.state = saved["rng_state"]
-            if self.trainer is not None and self.training:
-                self.trainer.load_state(self._state_path())
-            if saved["iteration"] != rows:
-                print(f"notice: the logs have {rows} rows but the saved state is from iteration "
-                      f"{saved['iteration']}: continuing at {rows} (the run was not stopped cleanly)",
-                      file=sys.stderr)
-        else:
-            print(f"notice: no saved state in {self._state_path()} (stopped before the first snapshot): "
-                  f"the networks, replay memory and counters start afresh at iteration {rows}", file=sys.stderr)
+        state_dir = checkpoint.recover_state_dir(self._state_path())
+        saved = checkpoint.read_json(state_dir / "progress.json")
+        learned = 0  # the replay memory holds the transitions of the iterations before this one
+        if saved is not None and self.trainer is not None and self.training and (state_dir / "trainer.json").is_file():
+            self.trainer.load_state(state_dir)
+            learned = min(self.trainer.iteration, rows)
+        elif saved is None:
+            print(f"notice: no saved state in {state_dir} (stopped before the first snapshot): the networks "
+                  f"start afresh at iteration {rows}", file=sys.stderr)
+        latest = checkpoint.read_json(self._progress_path())  # newer than the snapshot's, when whole
+        if latest is not None and latest.get("iteration", -1) <= rows and \
+                (saved is None or latest.get("iteration", -1) >= saved["iteration"]):
+            saved = latest
+        if saved is not None:
+            known = {f.name for f in dataclasses.fields(Progress)}
+            self.progress = Progress(**{k: v for k, v in saved.items() if k in known})
+            if saved.get("rng_state"):
+                self.rng.bit_generator.state = saved["rng_state"]
+        if self.progress.iteration != rows:  # killed between a log append and the progress file
+            self.progress.goal_successes, last_episode = checkpoint.logged_counters(self.logger, rows,
+                                                                                    self.goal_conditioned)
+            self.progress.episode = max(self.progress.episode, last_episode + 1)
         self.progress.iteration = rows
+        if self.trainer is not None and self.training and learned < rows:
+            relabel = self.cfg.stage == "grasp_only" and self.goal_conditioned and self.cfg.goal_relabelling
+            transitions, missing = checkpoint.logged_transitions(
+                self.logger, learned, rows, goal_conditioned=self.goal_conditioned, relabel=relabel)
+            for transition in transitions:
+                self.trainer.remember(transition)
+            print(f"notice: {len(transitions)} transitions of iterations {learned}..{rows - 1}, logged after the "
+                  f"newest snapshot, rebuilt into the replay memory from the session's heightmaps and logs"
+                  + (f"; {len(missing)} lack their heightmaps or masks" if missing else ""), file=sys.stderr)
         trial_ends = resume["trial_ends"]
         if not self.training and rows > (trial_ends[-1] if trial_ends else 0):
             # The interrupted test trial cannot be continued (the scene is new): close it and mark
@@ -577,6 +608,8 @@ class Runner:
                 self.pending = None
                 if self.progress.iteration % cfg.snapshot_interval == 0:
                     self._snapshot()
+                self._save_progress()
+                kill_point("between_actions", self.progress.iteration)
                 # The labelling just counted this action's change (or not): check again.
                 reset_reason = reset_reason or self._reset_reason(obs, goal_visible, goal_was_grasped, object_grasped)
             if reset_reason is not None:
@@ -587,12 +620,17 @@ class Runner:
             if self._done():  # the last action is labelled; acting again would waste it
                 break
             self._act(obs, push_q, grasp_q)
-        self._save_state()
         if self.trainer is not None and self.training:
             self._snapshot()
+        else:
+            self._save_state()
+
+    stop_requested = False  # set by Ctrl-C (main): stop once the action under way is labelled
 
     def _done(self) -> bool:
         cfg = self.cfg
+        if self.stop_requested and self.pending is None:
+            return True
         if cfg.max_iterations and self.progress.iteration >= cfg.max_iterations:
             return True
         return not self.training and self.progress.trials_finished >= cfg.max_test_trials
@@ -693,6 +731,11 @@ class Runner:
         else:
             result = self.robot.grasp(action, obs.depth_heightmap)
             grasp_success, grasp_obj = result.success, result.object_index
+        if self.trainer is not None and self.training and obs.goal_mask is not None:
+            # With the heightmaps, what a resume needs to rebuild this transition and its relabelling.
+            self.logger.save_mask(p.iteration, "goal", obs.goal_mask)
+            if grasp_success and grasp_obj in obs.masks:
+                self.logger.save_mask(p.iteration, "grasped", obs.masks[grasp_obj])
         goal_grasped = self._is_target(grasp_success, grasp_obj, p.goal_obj)
         self._say(f"iteration {p.iteration}: {primitive} at rot {action[0]} (row {action[1]}, col {action[2]}) "
                   f"Q {predicted:.3f}{' explore' if not is_exploit else ''}{' heuristic' if use_heuristic else ''}"
@@ -816,12 +859,43 @@ def _json_default(value):
     raise TypeError(f"cannot save {type(value).__name__} in progress.json")
 
 
+def _on_stop_signals(handler) -> dict:
+    """Install handler for SIGINT and SIGTERM (not where they are ignored, as in a background
+    job, nor outside the main thread); returns the handlers to restore."""
+    import signal
+
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, handler)
+        except ValueError:
+            pass
+    return previous
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     cfg = parse_config(argv)
     runner = None
+
+    def stop(signum, frame):
+        # The first Ctrl-C lets the action under way finish and be logged, then saves and exits 0;
+        # a second one stops at once (the newest snapshot and the logs still resume exactly).
+        if runner is None or runner.stop_requested:
+            raise KeyboardInterrupt
+        runner.stop_requested = True
+        print("\nstopping after this action (again to stop at once)", file=sys.stderr, flush=True)
+
+    previous = _on_stop_signals(stop)
     try:
         runner = Runner(cfg)
         runner.run()
+        if runner.stop_requested:
+            print(f"stopped at iteration {runner.progress.iteration}, state saved; resume with --continue_logging "
+                  f"--logging_directory {runner.logger.session_directory}", file=sys.stderr)
+            return 0
         if cfg.is_testing:
             import evaluate
 
@@ -837,11 +911,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         if runner is not None:
-            runner._save_state()
-            print(f"\nstopped; resume with --continue_logging --logging_directory {runner.logger.session_directory}",
-                  file=sys.stderr)
+            print(f"\nstopped at once; resume with --continue_logging --logging_directory "
+                  f"{runner.logger.session_directory}", file=sys.stderr)
         return 130
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         if runner is not None:
             runner.close()
 
