@@ -26,6 +26,7 @@ import checkpoint
 import logger as logger_table
 import rules
 import utils
+import validation
 from robot import Robot
 from rules import (GOAL_OCCUPANCY_THRESHOLD, best_pixel, choose_primitive_goal_agnostic,
                    choose_primitive_goal_conditioned, choose_primitive_push_only, explore_probability,
@@ -150,7 +151,7 @@ NEGATABLE = ("goal_relabelling",)  # default-on switches: --no_<name> turns them
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = validation.OneLineParser(
         description="Goal-oriented push-grasping (Xu et al. 2021): train and test on a simulator or a real UR5.")
     hints = get_type_hints(Config)
     for f in dataclasses.fields(Config):
@@ -185,6 +186,7 @@ PUSH_NEAR_GOAL_PX = 30
 
 def check_config(cfg: Config) -> None:
     """User input errors, each one clear line (UserError), before anything starts."""
+    validation.check_values(cfg)
     if cfg.num_obj < 1:
         raise UserError(f"--num_obj must be at least 1, got {cfg.num_obj}")
     if cfg.test_preset_cases and not cfg.test_preset_file:

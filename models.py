@@ -530,6 +530,17 @@ def read_snapshot(path: str | os.PathLike,
         raise UserError(f"snapshot {path} is not a state_dict (found {type(state).__name__})")
     state = dict(state)
     meta = state.pop(META_KEY, None)
+    odd = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if odd:
+        raise UserError(f"snapshot {path} is not a network's state_dict (entry {odd[0]!r} is not a named tensor)")
+    if meta is not None and not isinstance(meta, dict):
+        raise UserError(f"snapshot {path} has unreadable metadata")
+    if meta is not None and meta.get('format') != SNAPSHOT_FORMAT:
+        raise UserError(f"snapshot {path} is not a {SNAPSHOT_FORMAT} file (its format is {meta.get('format')!r})")
+    version = meta.get('version') if meta is not None else None
+    if meta is not None and not (isinstance(version, int) and not isinstance(version, bool)
+                                 and 1 <= version <= SNAPSHOT_VERSION):
+        raise UserError(f"snapshot {path} has version {version!r}; this code reads versions 1..{SNAPSHOT_VERSION}")
     return meta, state
 
 

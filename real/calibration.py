@@ -16,6 +16,7 @@ optical frame: z forward, x right, y down) and `camera_depth_scale.txt` (one num
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -140,7 +141,9 @@ def validate_pose(pose: np.ndarray, source: str) -> np.ndarray:
 def load_camera_pose(path: str | Path) -> np.ndarray:
     """Read and validate a 4x4 camera-to-base pose file (whitespace-separated numbers)."""
     try:
-        pose = np.loadtxt(path, ndmin=2)
+        with warnings.catch_warnings():  # an empty file is the error below, not a warning too
+            warnings.simplefilter("ignore", UserWarning)
+            pose = np.loadtxt(path, ndmin=2)
     except (OSError, ValueError) as error:
         raise UserError(f"cannot read camera pose {path}: {' '.join(str(error).split()).rstrip('.')}: "
                         "run `python -m real.calibrate` first") from None
@@ -150,7 +153,9 @@ def load_camera_pose(path: str | Path) -> np.ndarray:
 def load_depth_scale(path: str | Path) -> float:
     """Read and validate the depth scale file (one positive number near 1)."""
     try:
-        values = np.loadtxt(path, ndmin=1).ravel()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            values = np.loadtxt(path, ndmin=1).ravel()
     except (OSError, ValueError) as error:
         raise UserError(f"cannot read depth scale {path}: {' '.join(str(error).split())}") from None
     if values.size != 1 or not np.isfinite(values[0]) or not DEPTH_SCALE_RANGE[0] <= values[0] <= DEPTH_SCALE_RANGE[1]:

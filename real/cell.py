@@ -62,30 +62,51 @@ class Cell:
                          [self.table_z_m - TABLE_MARGIN_M, self.table_z_m + self.workspace_height_m]], dtype=float)
 
 
+def _finite_array(value: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    """value as finite floats of that shape, or None (strings, bools, None, ragged lists: a
+    hand-edited file's mistakes are refused, not half-converted)."""
+    def plain(v: Any) -> bool:
+        if isinstance(v, (tuple, list)):
+            return all(plain(x) for x in v)
+        return isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_))
+
+    if not plain(value):
+        return None
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return array if array.shape == shape and np.all(np.isfinite(array)) else None
+
+
 def check_cell(cell: Cell, source: str = "(cell)", heightmap_resolution_m: float = HEIGHTMAP_RESOLUTION_M) -> Cell:
     """The checks every cell passes before anything moves; UserError naming the file and the field."""
     def fail(message: str) -> None:
         raise UserError(f"cell file {source}: {message} (real/README.md, 'The cell file')")
 
     def numbers(name: str, count: int) -> np.ndarray:
-        value = np.asarray(getattr(cell, name), dtype=float)
-        if value.shape != (count,) or not np.all(np.isfinite(value)):
+        value = _finite_array(getattr(cell, name), (count,))
+        if value is None:
             fail(f"{name} must be {count} finite numbers, got {getattr(cell, name)!r}")
         return value
 
-    xy = np.asarray(cell.workspace_xy_m, dtype=float)
-    if xy.shape != (2, 2) or not np.all(np.isfinite(xy)) or not np.all(xy[:, 0] < xy[:, 1]):
+    xy = _finite_array(cell.workspace_xy_m, (2, 2))
+    if xy is None or not np.all(xy[:, 0] < xy[:, 1]):
         fail(f"workspace_xy_m must be [[x_min, x_max], [y_min, y_max]] with min < max, got {cell.workspace_xy_m!r}")
+    for name in ("table_z_m", "workspace_height_m", "tool_offset_m", "gripper_yaw_offset_rad", "bin_yaw_rad"):
+        if _finite_array(getattr(cell, name), ()) is None:
+            fail(f"{name} must be a finite number, got {getattr(cell, name)!r}")
     shape = utils.heightmap_shape(cell.workspace_limits_m, heightmap_resolution_m)
     wanted = utils.heightmap_shape(utils.WORKSPACE_LIMITS_M, HEIGHTMAP_RESOLUTION_M)
     if shape != wanted:
         fail(f"the workspace makes a {shape[0]}x{shape[1]} heightmap at {heightmap_resolution_m} m per pixel; "
              f"the networks and masks expect {wanted[0]}x{wanted[1]} (sides of "
              f"{wanted[1] * heightmap_resolution_m:.3f} m): move the box, do not resize it")
-    for name in ("table_z_m", "workspace_height_m", "tool_offset_m", "gripper_yaw_offset_rad", "bin_yaw_rad"):
-        value = getattr(cell, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            fail(f"{name} must be a finite number, got {getattr(cell, name)!r}")
+    if not -1.0 <= cell.table_z_m <= 1.0:
+        fail(f"table_z_m {cell.table_z_m} must be in [-1, 1] m of the robot base (a UR5 reaches 0.85 m)")
+    for name in ("gripper_yaw_offset_rad", "bin_yaw_rad"):
+        if not -2 * math.pi <= getattr(cell, name) <= 2 * math.pi:
+            fail(f"{name} {getattr(cell, name)} must be in [-2 pi, 2 pi] (radians, not degrees)")
     if not 0.05 <= cell.workspace_height_m <= 1.0:
         fail(f"workspace_height_m {cell.workspace_height_m} must be in [0.05, 1.0] m")
     if not 0.0 <= cell.tool_offset_m <= MAX_TOOL_OFFSET_M:
