@@ -27,7 +27,7 @@ test: venv
 # after an interruption and it continues. RUN_DIR defaults to ~/goal-push-grasp-reproduce.
 RUN_DIR ?= $(HOME)/goal-push-grasp-reproduce
 reproduce: venv
-	$(PY) reproduce.py --run_dir $(RUN_DIR)
+	$(PY) reproduce.py --run_dir $(RUN_DIR) --archive results/reproduce
 
 bench: venv
 	$(PY) bench/sim.py

@@ -65,7 +65,7 @@ class Config:
     # --- learning
     stage: Literal["grasp_only", "push_only", "push_grasp"] = _f("grasp_only", "training stage (SPEC 5)")
     policy: Literal["learned", "heuristic"] = _f("learned", "heuristic: VPG's depth heuristics, no network")
-    backbone: Literal["densenet121", "resnet18", "tiny"] = _f(
+    backbone: Literal["densenet121", "resnet18", "tiny", "tiny16"] = _f(
         None, "trunk network; densenet121 is the paper's (default: the snapshot's own with --load_snapshot, "
               "else densenet121)")
     pretrained_weights: str = _f("", "ImageNet weights file for the trunks (default: torchvision cache if present)")
@@ -86,6 +86,8 @@ class Config:
     future_reward_discount: float = _f(0.5, "Q-learning discount gamma")
     learning_rate: float = _f(1e-4, "Adam learning rate (the paper's 1e-4)")
     experience_replay: bool = _f(False, "prioritised experience replay after each step")
+    replay_steps: int = _f(1, "prioritised replay steps after each action (the paper's code: 1); more reuse each "
+                                 "stored transition more often, for a light backbone learning from few samples")
     replay_candidates: Literal["paper", "other_reward"] = _f(
         "paper", "replayed samples: the paper's code's (pushes rewarded 0 or 0.5; goal grasps that succeeded, "
                  "after a failure), or VPG's simplification (any sample whose reward differs from the current one)")
@@ -199,6 +201,8 @@ def check_config(cfg: Config) -> None:
             raise UserError(f"--{name} must be between 0 and 20, got {value}")
     if not (np.isfinite(cfg.learning_rate) and 0 < cfg.learning_rate <= 1):
         raise UserError(f"--learning_rate must be in (0, 1], got {cfg.learning_rate}")
+    if not 1 <= cfg.replay_steps <= 64:
+        raise UserError(f"--replay_steps must be between 1 and 64, got {cfg.replay_steps}")
     if cfg.load_snapshot and not cfg.snapshot_file:
         raise UserError("--load_snapshot needs --snapshot_file")
     if cfg.load_snapshot and not Path(cfg.snapshot_file).is_file():
@@ -828,9 +832,14 @@ class Runner:
                                   "grasp", relabelled.action, relabelled.label)
             self.trainer.remember(relabelled)
         if cfg.experience_replay:
-            replayed = self.trainer.replay(pending.primitive, reward, self.rng)
-            if replayed is not None:
-                log.scalar(f"train/{pending.primitive}_replay_loss", replayed.loss, it)
+            losses = []
+            for _ in range(cfg.replay_steps):
+                replayed = self.trainer.replay(pending.primitive, reward, self.rng)
+                if replayed is None:
+                    break
+                losses.append(replayed.loss)
+            if losses:
+                log.scalar(f"train/{pending.primitive}_replay_loss", float(np.mean(losses)), it)
 
     def _snapshot(self) -> None:
         if self.trainer is None or not self.training:

@@ -81,7 +81,8 @@ def snapshot_path(run_dir: Path, step: str) -> Path:
 def build_steps(args: argparse.Namespace) -> list[Step]:
     run_dir, s = args.run_dir, args.scale
     common = ["--backbone", args.backbone, "--cpu", "--experience_replay", "--explore_rate_decay",
-              "--learning_rate", str(args.learning_rate), "--replay_candidates", args.replay_candidates]
+              "--learning_rate", str(args.learning_rate), "--replay_candidates", args.replay_candidates,
+              "--replay_steps", str(args.replay_steps)]
     n = lambda iterations: max(int(round(iterations * s)), 4)  # noqa: E731
     snap = lambda step: str(snapshot_path(run_dir, step))  # noqa: E731
     seed, seed2 = args.seed, args.seed + 1
@@ -264,6 +265,56 @@ def run_step(args: argparse.Namespace, steps: list[Step], index: int, clock: Clo
         clock.update("test", (time.time() - started) / max(actions, 1))
         clock.update("actions_per_trial", max(actions / trials, 1.0))
     (directory / "done.json").write_text(json.dumps({"session": str(session), "finished": time.time()}))
+    archive_step(args, steps, step)
+
+
+# ---------------------------------------------------------------------------------------------
+# The archive: finished steps in a small, committable form
+# ---------------------------------------------------------------------------------------------
+# A run dir holds every image of every iteration (hundreds of MB); what the report and the later
+# steps need of a finished step is its transition logs (tens of KB) and, for a step that others
+# start from, its snapshot (2 MB with a light backbone).  The archive keeps just that, so a run
+# can continue in another machine or a fresh checkout once the archive is committed.
+def needed_snapshots(steps: list[Step]) -> set[str]:
+    return {source for step in steps for source in step.snapshot_from}
+
+
+def archive_step(args: argparse.Namespace, steps: list[Step], step: Step) -> None:
+    if not args.archive:
+        return
+    session = session_of(args.run_dir, step)
+    target = args.archive / "steps" / step.name
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(session / "transitions", tmp / "transitions")
+    if step.name in needed_snapshots(steps):
+        shutil.copyfile(snapshot_path(args.run_dir, step.name), tmp / "snapshot.pth")
+    (tmp / "done.json").write_text(json.dumps({"session": session.name}))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+def restore_from_archive(args: argparse.Namespace, steps: list[Step]) -> list[str]:
+    """Mark as done (with their logs and snapshots) the steps that the archive holds and the run
+    dir does not; returns their names."""
+    restored = []
+    if not args.archive:
+        return restored
+    for step in steps:
+        source = args.archive / "steps" / step.name
+        if is_done(args.run_dir, step) or not (source / "done.json").is_file():
+            continue
+        session_name = json.loads((source / "done.json").read_text())["session"]
+        directory = step_dir(args.run_dir, step)
+        shutil.rmtree(directory, ignore_errors=True)  # a half-run step of the run dir is superseded
+        session = directory / "logs" / session_name
+        shutil.copytree(source / "transitions", session / "transitions")
+        if (source / "snapshot.pth").is_file():
+            snapshot_path(args.run_dir, step.name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / "snapshot.pth", snapshot_path(args.run_dir, step.name))
+        (directory / "done.json").write_text(json.dumps({"session": str(session), "restored_from": str(source)}))
+        restored.append(step.name)
+    return restored
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,14 +454,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="where every step's session, the snapshots and the report go (resumed when it exists)")
     parser.add_argument("--cases", default=str(DEFAULT_CASES), help="folder of test-case files (*.txt)")
     parser.add_argument("--trials", type=int, default=30, help="jittered trials per case and row (the paper's n)")
-    parser.add_argument("--backbone", default="tiny", choices=["tiny", "resnet18", "densenet121"])
+    parser.add_argument("--backbone", default="tiny", choices=["tiny", "tiny16", "resnet18", "densenet121"])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every training budget")
     parser.add_argument("--learning_rate", type=float, default=1e-4, help="Adam learning rate of every training step")
     parser.add_argument("--replay_candidates", default="paper", choices=["paper", "other_reward"])
+    parser.add_argument("--replay_steps", type=int, default=1,
+                        help="prioritised replay steps after each action (the paper's code: 1)")
     parser.add_argument("--stage1_explore", default="model", choices=["model", "heuristic"],
                         help="stage 1 explores with the goal-agnostic explore model (the paper's) or the depth "
                              "heuristic's grasp")
+    parser.add_argument("--archive", type=Path, default=None,
+                        help="keep each finished step's transition logs (and the snapshots later steps start from) "
+                             "here, and take finished steps from it on start: commit it, and a fresh checkout "
+                             "continues the run (`make reproduce` uses results/reproduce)")
     parser.add_argument("--progress_s", type=float, default=60.0, help="seconds between progress lines")
     parser.add_argument("--status", action="store_true", help="print where the run stands and exit")
     parser.add_argument("--until", default="", help="stop after this step (e.g. stage3-push)")
@@ -431,9 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     args.run_dir.mkdir(parents=True, exist_ok=True)
     settings = {k: str(v) for k, v in vars(args).items()
                 if k in ("cases", "trials", "backbone", "seed", "scale", "learning_rate", "replay_candidates",
-                         "stage1_explore")}
+                         "stage1_explore", "replay_steps")}
     # Run dirs made before these options had their defaults.
-    legacy = {"learning_rate": "0.0001", "replay_candidates": "paper", "stage1_explore": "model"}
+    legacy = {"learning_rate": "0.0001", "replay_candidates": "paper", "stage1_explore": "model", "replay_steps": "1"}
     settings["cases"] = _portable(Path(args.cases))
     settings_file = args.run_dir / "settings.json"
     saved = {**legacy, **json.loads(settings_file.read_text())} if settings_file.is_file() else settings
@@ -444,6 +501,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings_file.write_text(json.dumps(settings))
     steps = build_steps(args)
+    if args.archive is not None:
+        args.archive = args.archive.expanduser().resolve()
+        archive_settings = args.archive / "settings.json"
+        if archive_settings.is_file():
+            kept = {**legacy, **json.loads(archive_settings.read_text())}
+            kept["cases"] = _portable(Path(kept["cases"]))
+            if kept != settings:
+                print(f"error: archive {args.archive} holds a run with other settings {archive_settings.read_text()}; "
+                      f"use another --archive or the same options", file=sys.stderr)
+                return 2
+        args.archive.mkdir(parents=True, exist_ok=True)
+        archive_settings.write_text(json.dumps(settings))
+        restored = restore_from_archive(args, steps)
+        if restored:
+            print(f"from the archive {args.archive}: {', '.join(restored)}")
     clock = Clock(args.run_dir)
     if args.status or args.report_only:
         for i, step in enumerate(steps):

@@ -199,6 +199,8 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     _one_error_line(capsys)
     assert main.main(["--continue_logging", "--logging_directory", str(tmp_path / "nowhere"), *logs]) == 2
     _one_error_line(capsys)
+    assert main.main(["--replay_steps", "0", *logs]) == 2
+    assert "--replay_steps" in _one_error_line(capsys)
 
 
 def test_goal_agnostic_grasp_only_rewards_any_grasp(tmp_path):

@@ -58,6 +58,7 @@ def test_batched_forward_equals_old_loop(arch, size):
             if isinstance(m, nn.BatchNorm2d):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
+
     color, depth, mask = scene(size=size)
     x = models.prepare_inputs(color, depth, mask if net.goal_conditioned else None)
     net.eval()
@@ -364,3 +365,24 @@ def test_structure_and_init():
     assert torch.equal(again.pushnet[2].weight, net.pushnet[2].weight)
     with pytest.raises(UserError):
         models.build_model('goal_conditioned', 'vgg')
+
+
+def test_tiny16_has_stride_16_cells_and_its_q_maps_start_at_zero(tmp_path):
+    color, depth, mask = scene()
+    net = models.build_model('goal_conditioned', 'tiny16', seed=1)
+    assert net.upsample_factor == 8 and models.build_model('goal_agnostic', 'tiny', seed=1).upsample_factor == 16
+    x = models.prepare_inputs(color, depth, mask)
+    with torch.no_grad():
+        out = net.eval()(x, H, [0, 5], heads=('grasp', 'push'))
+    assert out['grasp'].shape == (2, H, H) and out['push'].shape == (2, H, H)
+    # tiny16 starts every Q at 0 (the last head conv is zero), so untrained noise does
+    # not decide the masked argmax.
+    assert float(out['grasp'].abs().max()) == 0.0 and float(out['push'].abs().max()) == 0.0
+    # The receptive fields differ: one cell of the 16-stride map moves when the input moves by
+    # 16 zoomed pixels, not 32.
+    feat = net.grasp_depth_trunk(torch.zeros(1, 3, 640, 640))
+    assert feat.shape[-1] == 640 // 16
+    path = tmp_path / 'tiny16.pth'
+    models.save_snapshot(net, path)
+    again = models.build_model_from_snapshot(path, 'cpu')
+    assert again.backbone == 'tiny16' and again.upsample_factor == 8

@@ -12,7 +12,7 @@ PROJECT_CASES = Path(__file__).resolve().parents[1] / "simulation" / "test-cases
 
 def _args(tmp_path: Path, **kw) -> argparse.Namespace:
     base = dict(run_dir=tmp_path / "run", cases=str(PROJECT_CASES), trials=30, backbone="tiny", seed=1, scale=1.0,
-                learning_rate=1e-4, replay_candidates="paper", stage1_explore="model")
+                learning_rate=1e-4, replay_candidates="paper", stage1_explore="model", replay_steps=1, archive=None)
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -84,3 +84,40 @@ def test_stage1_can_explore_with_the_heuristic_and_then_needs_no_explore_model(t
     assert "explore" not in by and by["stage1"].snapshot_from == []
     argv = by["stage1"].argv
     assert argv[argv.index("--grasp_explore_policy") + 1] == "heuristic" and "--explore_snapshot_file" not in argv
+
+
+def test_a_finished_step_travels_through_the_archive_to_a_fresh_run_dir(tmp_path):
+    args = _args(tmp_path, archive=tmp_path / "archive")
+    steps = reproduce.build_steps(args)
+    by = {s.name: s for s in steps}
+    for name in ("stage1", "stage1-norelabel"):
+        session = reproduce.step_dir(args.run_dir, by[name]) / "logs" / "2026-12-01.10:00:00"
+        (session / "transitions").mkdir(parents=True)
+        (session / "transitions" / "executed-action.log.txt").write_text("1 0 3 4\n" * 5)
+        (session / "data").mkdir()
+        (session / "data" / "big-image.png").write_bytes(b"x" * 1000)  # images stay behind
+        reproduce.snapshot_path(args.run_dir, name).parent.mkdir(parents=True, exist_ok=True)
+        reproduce.snapshot_path(args.run_dir, name).write_bytes(b"weights of " + name.encode())
+        (reproduce.step_dir(args.run_dir, by[name]) / "done.json").write_text("{}")
+        reproduce.archive_step(args, steps, by[name])
+    kept = args.archive / "steps"
+    assert (kept / "stage1" / "snapshot.pth").read_bytes() == b"weights of stage1"
+    assert not (kept / "stage1-norelabel" / "snapshot.pth").exists()  # no later step starts from it
+    assert not list(kept.rglob("*.png"))
+
+    fresh = _args(tmp_path, run_dir=tmp_path / "fresh", archive=args.archive)
+    assert reproduce.restore_from_archive(fresh, steps) == ["stage1", "stage1-norelabel"]
+    assert reproduce.is_done(fresh.run_dir, by["stage1"])
+    assert reproduce.snapshot_path(fresh.run_dir, "stage1").read_bytes() == b"weights of stage1"
+    session = reproduce.session_of(fresh.run_dir, by["stage1"])
+    assert session.name == "2026-12-01.10:00:00"
+    assert reproduce.count_rows(session / "transitions" / "executed-action.log.txt") == 5
+    assert reproduce.restore_from_archive(fresh, steps) == []  # done steps are not restored twice
+
+
+def test_an_archive_refuses_other_settings(tmp_path, capsys):
+    archive = tmp_path / "archive"
+    assert reproduce.main(["--run_dir", str(tmp_path / "a"), "--archive", str(archive), "--status"]) == 0
+    assert reproduce.main(["--run_dir", str(tmp_path / "b"), "--archive", str(archive), "--status",
+                           "--seed", "3"]) == 2
+    assert "archive" in capsys.readouterr().err
