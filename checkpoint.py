@@ -60,6 +60,18 @@ def commit_state_dir(final: str | os.PathLike, write: Callable[[Path], None], it
     shutil.rmtree(old, ignore_errors=True)
 
 
+def committed_state_dir(final: str | os.PathLike) -> Path | None:
+    """The folder recover_state_dir would make ``final`` (the newest whole state), found without
+    changing anything, so that a resume can check the state before it touches the session."""
+    final = Path(final)
+    new, old = _siblings(final)
+    if (new / COMPLETE).is_file():
+        return new
+    if final.is_dir():
+        return final
+    return old if old.is_dir() else None
+
+
 def recover_state_dir(final: str | os.PathLike) -> Path:
     """Finish or undo a commit_state_dir that a crash interrupted; returns ``final`` (which may
     not exist: no state was ever committed)."""

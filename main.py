@@ -465,19 +465,22 @@ class Runner:
     def _resume(self) -> None:
         resume = self.logger.resume_state(PER_ITERATION_LOGS)
         rows = resume["iteration"]
-        for name in resume["mismatched"]:
-            # A crash between two appends left this log short: pad it (append-only) so every
-            # log keeps one row per iteration; a padded row is no transition.
-            self.logger.pad_to(name, rows)
-        state_dir = checkpoint.recover_state_dir(self._state_path())
-        saved = checkpoint.read_json(state_dir / "progress.json")
+        # The saved state is read (and a state that does not fit this run refused) before
+        # anything in the session changes.
+        state_dir = checkpoint.committed_state_dir(self._state_path())
+        saved = checkpoint.read_json(state_dir / "progress.json") if state_dir is not None else None
         learned = 0  # the replay memory holds the transitions of the iterations before this one
         if saved is not None and self.trainer is not None and self.training and (state_dir / "trainer.json").is_file():
             self.trainer.load_state(state_dir)
             learned = min(self.trainer.iteration, rows)
         elif saved is None:
-            print(f"notice: no saved state in {state_dir} (stopped before the first snapshot): the networks "
-                  f"start afresh at iteration {rows}", file=sys.stderr)
+            print(f"notice: no saved state in {self._state_path()} (stopped before the first snapshot): the "
+                  f"networks start afresh at iteration {rows}", file=sys.stderr)
+        checkpoint.recover_state_dir(self._state_path())
+        for name in resume["mismatched"]:
+            # A crash between two appends left this log short: pad it (append-only) so every
+            # log keeps one row per iteration; a padded row is no transition.
+            self.logger.pad_to(name, rows)
         latest = checkpoint.read_json(self._progress_path())  # newer than the snapshot's, when whole
         if latest is not None and latest.get("iteration", -1) <= rows and \
                 (saved is None or latest.get("iteration", -1) >= saved["iteration"]):

@@ -155,6 +155,15 @@ def test_ctrl_c_saves_and_exits_0(tmp_path, capsys):
     assert "rebuilt" not in resume(session, rows + 1, capsys)  # the saved state held every transition
     assert len(log_lines(session, "executed-action")) == rows + 1
 
+    # Resuming with options whose net does not fit the saved state is refused, the session untouched.
+    before = {p: p.read_bytes() for p in session.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    other_net = [a for a in RUN if a != "--grasp_goal_conditioned"]
+    assert main.main([*other_net, "--max_iterations", "9", "--logging_directory", str(session),
+                      "--continue_logging"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: ")
+    assert {p: p.read_bytes() for p in session.rglob("*") if p.is_file()} == before
+
 
 @pytest.mark.parametrize("crash_after", ["write", "marker", "first_rename", "second_rename"])
 def test_an_interrupted_state_commit_leaves_one_whole_state(tmp_path, monkeypatch, crash_after):
@@ -189,3 +198,38 @@ def test_an_interrupted_state_commit_leaves_one_whole_state(tmp_path, monkeypatc
     assert (final / "a").read_text() == ("old" if crash_after == "write" else "new")
     assert (final / "COMPLETE").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.x"]
+
+
+def test_rebuilt_transitions_skip_padded_rows_and_relabel_other_objects(tmp_path):
+    """logged_transitions on a hand-made session: a row padded on resume (its action cut short)
+    is no transition; a grasp of another object comes back with its relabelled twin, whose label
+    is the row's with the success reward (rules.grasp_only_label)."""
+    import checkpoint
+    import rules
+    from logger import Logger
+
+    log = Logger(logging_directory=tmp_path / "s", verbose=False)
+    rng = np.random.default_rng(0)
+    rows = [  # primitive, success, grasped, goal, reward, label
+        (1, 0, -1, 1, 0.0, 0.0), (1, 1, 2, 1, 0.0, 0.5 * 1.25), (1, 1, 1, 1, 1.0, 1.0 + 0.5 * 0.75)]
+    for i, (primitive, success, grasped, goal, reward, label) in enumerate(rows):
+        log.save_heightmaps(i, rng.integers(0, 255, (224, 224, 3), dtype=np.uint8),
+                            rng.uniform(0, 0.1, (224, 224)).astype(np.float32))
+        log.save_mask(i, "goal", rng.integers(0, 2, (224, 224)) * 255)
+        if success:
+            log.save_mask(i, "grasped", np.eye(224) * 255)
+        values = {"executed-action": [primitive, i, 10 + i, 20], "label-value": [label], "reward-value": [reward],
+                  "predicted-value": [0.25], "is-exploit": [1], "use-heuristic": [0], "grasp-obj": [grasped],
+                  "goal-obj": [goal], "grasp-success": [success], "push-step": [0], "episode": [1],
+                  "change-detected": [1, 10], "improved-grasp-reward": [0], "occupancy": [0, 0]}
+        for name in PER_ITERATION_LOGS:
+            log.append(name, values[name])
+    log.append("executed-action", [1, 3, 0, 0])  # a fourth action, cut short: resume pads its row
+    for name in PER_ITERATION_LOGS[1:]:
+        log.pad_to(name, 4)
+    out, missing = checkpoint.logged_transitions(log, 0, 4, goal_conditioned=True, relabel=True)
+    assert missing == []  # the padded row is skipped as no transition, not reported as lacking files
+    assert [(t.iteration, t.label, t.reward) for t in out] == [
+        (0, 0.0, 0.0), (1, 0.625, 0.0), (1, rules.grasp_only_label(True, 1.0, 1.25), 1.0), (2, 1.375, 1.0)]
+    assert np.array_equal(out[2].goal_mask, (np.eye(224) * 255).astype(np.uint8)) and out[2].predicted == 0.0
+    assert np.array_equal(out[1].color_heightmap, log.load_heightmaps(1)[0])
