@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import forward_modes
 import models
 from utils import NUM_ROTATIONS, UserError
 
@@ -288,7 +289,9 @@ class TrainerConfig:
     'densenet121' (faithful) | 'resnet18' | 'tiny'.  device: 'auto' | 'cpu' | 'cuda' | 'cuda:N'.
     pretrained_weights: 'auto' (torchvision cache) | 'none' | a file path; ignored when
     snapshot_file is given.  precision 'fp32' | 'bf16' (autocast), channels_last, norm_mode
-    'per_sample' (faithful) | 'running': speed options, see models.py.  replay_capacity /
+    'per_sample' (faithful) | 'running': speed options, see models.py; rotation_chunk: rotations
+    per batch of a multi-rotation forward, 0 = the device's default (forward_modes.py; the Q maps
+    are the same).  replay_capacity /
     replay_compress: ReplayMemory.  seed: network initialisation.
     """
 
@@ -308,6 +311,7 @@ class TrainerConfig:
     precision: str = 'fp32'
     channels_last: bool = False
     norm_mode: str = 'per_sample'
+    rotation_chunk: int = 0
     learning_rate: float = 1e-4
     weight_decay: float = 2e-5
     adam_betas: tuple[float, float] = (0.9, 0.99)
@@ -322,6 +326,8 @@ class TrainerConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise UserError(f"--{name} must be one of {', '.join(allowed)}, got '{getattr(self, name)}'")
+        if not (isinstance(self.rotation_chunk, int) and self.rotation_chunk >= 0):
+            raise UserError(f'--rotation_chunk must be an integer >= 0 (0: per device), got {self.rotation_chunk}')
         if not 0.0 <= self.future_reward_discount <= 1.0:
             raise UserError(f'--future_reward_discount must be in [0, 1], got {self.future_reward_discount}')
 
@@ -375,6 +381,7 @@ class Trainer:
         self.config = config
         self.device = self._resolve_device(config.device)
         self.gamma = config.future_reward_discount
+        self.rotation_chunk = forward_modes.resolve_rotation_chunk(config.rotation_chunk, self.device)
         self.iteration = 0
 
         arch = 'goal_conditioned' if config.goal_conditioned else 'goal_agnostic'
@@ -420,6 +427,7 @@ class Trainer:
 
     def _configure_speed(self, model: models.RotatedQNet) -> None:
         models.set_norm_mode(model, self.config.norm_mode)
+        forward_modes.use_fast_inference_kernels(model)  # same numbers, fewer copies (inference only)
         if self.config.channels_last:
             model.set_channels_last(True)
 
@@ -455,7 +463,8 @@ class Trainer:
         x = self._inputs(self.model, color_heightmap, depth_heightmap, goal_mask)
         self.model.eval()
         with self._autocast():
-            out = self.model(x, color_heightmap.shape[0], rotations, heads=tuple(heads))
+            out = forward_modes.chunked_forward(self.model, x, color_heightmap.shape[0], rotations, heads,
+                                                self.rotation_chunk)
         as_numpy = lambda name: out[name].float().cpu().numpy().astype(np.float32) if name in out else None  # noqa: E731
         return as_numpy('push'), as_numpy('grasp')
 
@@ -467,7 +476,8 @@ class Trainer:
             raise UserError('--grasp_explore needs --load_explore_snapshot --explore_snapshot_file FILE')
         x = self._inputs(self.explore_model, color_heightmap, depth_heightmap, None)
         with self._autocast():
-            out = self.explore_model(x, color_heightmap.shape[0], list(range(NUM_ROTATIONS)), heads=('grasp',))
+            out = forward_modes.chunked_forward(self.explore_model, x, color_heightmap.shape[0],
+                                                range(NUM_ROTATIONS), ('grasp',), self.rotation_chunk)
         return out['grasp'].float().cpu().numpy().astype(np.float32)
 
     # -- learning ------------------------------------------------------------------------------
