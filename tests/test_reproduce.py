@@ -71,8 +71,12 @@ def test_a_run_dir_refuses_other_settings(tmp_path, capsys):
     run_dir.mkdir()
     (run_dir / "settings.json").write_text(json.dumps({"cases": "simulation/test-cases", "trials": "30",
                                                        "backbone": "tiny", "seed": "1", "scale": "1.0"}))
-    assert reproduce.main(["--run_dir", str(run_dir), "--status"]) == 0  # older run dirs: the same defaults
-    assert reproduce.main(["--run_dir", str(run_dir), "--status", "--seed", "2"]) == 2
+    # Older run dirs: their settings were the defaults of their day.
+    old_defaults = ["--backbone", "tiny", "--replay_steps", "1", "--replay_candidates", "paper",
+                    "--stage1_explore", "model"]
+    assert reproduce.main(["--run_dir", str(run_dir), "--status", *old_defaults]) == 0
+    assert reproduce.main(["--run_dir", str(run_dir), "--status"]) == 2  # today's defaults differ
+    assert reproduce.main(["--run_dir", str(run_dir), "--status", *old_defaults, "--seed", "2"]) == 2
     assert "other settings" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         reproduce.main(["--run_dir", str(run_dir), "--backbone", "nope"])
