@@ -475,7 +475,9 @@ def training_curve(directory: str | os.PathLike, window: int = 100) -> dict[str,
     Every grasp ends an episode (stage grasp_only: each iteration; push_only: the grasp after
     the pushes), so episode k is the k-th grasp. Returns 'episodes' (1..n), 'goal_success'
     (0/1 per grasp: the goal came up), 'goal_success_ma' (moving average over `window`
-    grasps), 'grasp_q' (the net's Q of each executed grasp) and 'grasp_q_ma'."""
+    grasps), 'grasp_q' (the net's Q of each executed grasp) and 'grasp_q_ma'; and for the
+    greedy grasps alone (the net's own choice, not an exploration policy's) 'greedy_episodes'
+    and 'greedy_success_ma' (moving average over the last `window` greedy grasps)."""
     transitions = Path(directory) / 'transitions'
     actions = _load_log(transitions, 'executed-action', required=True)
     primitive = actions[:, 0] if actions.size else np.zeros(0)
@@ -486,9 +488,14 @@ def training_curve(directory: str | os.PathLike, window: int = 100) -> dict[str,
     grasp = primitive == 1
     success = ((grasp_obj >= 0) & ((grasp_obj == goal_obj) | (goal_obj < 0)))[grasp].astype(float)
     q = predicted[grasp]
-    return {'episodes': np.arange(1, success.size + 1), 'goal_success': success,
+    exploit = _load_log(transitions, 'is-exploit', required=False)
+    greedy = (_column(exploit, 'is-exploit', n)[grasp] > 0) if exploit is not None and exploit.size \
+        else np.ones(success.size, bool)
+    episodes = np.arange(1, success.size + 1)
+    return {'episodes': episodes, 'goal_success': success,
             'goal_success_ma': moving_average(success, window), 'grasp_q': q,
-            'grasp_q_ma': moving_average(q, window), 'window': window}
+            'grasp_q_ma': moving_average(q, window), 'window': window,
+            'greedy_episodes': episodes[greedy], 'greedy_success_ma': moving_average(success[greedy], window)}
 
 
 def plot_training_curves(curves: dict[str, dict[str, Any]], path: str | os.PathLike, title: str) -> None:
@@ -502,7 +509,10 @@ def plot_training_curves(curves: dict[str, dict[str, Any]], path: str | os.PathL
     for label, c in curves.items():
         if c['episodes'].size == 0:
             continue
-        ax1.plot(c['episodes'], 100 * c['goal_success_ma'], label=label)
+        line, = ax1.plot(c['episodes'], 100 * c['goal_success_ma'], label=label)
+        if 'greedy_episodes' in c and c['greedy_episodes'].size < c['episodes'].size:
+            ax1.plot(c['greedy_episodes'], 100 * c['greedy_success_ma'], linestyle='--', color=line.get_color(),
+                     label=f'{label}: greedy grasps only')
         ax2.plot(c['episodes'], c['grasp_q_ma'], label=label)
     window = next(iter(curves.values()))['window'] if curves else 100
     ax1.set_ylabel(f'goal grasp success %\n(last {window} grasps)')
