@@ -21,7 +21,7 @@ import main
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEMO_CASE = PROJECT_ROOT / "simulation" / "test-cases" / "test-10-obj-00.txt"
-SHIPPED_SNAPSHOT = PROJECT_ROOT / "snapshots" / "goal-push-grasp-tiny.pth"
+SHIPPED_SNAPSHOT = PROJECT_ROOT / "snapshots" / "goal-push-grasp-tiny16.pth"
 
 
 def run(step: str, argv: list[str]) -> Path:
@@ -39,7 +39,7 @@ def main_demo(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train_iterations", type=int, default=300)
     parser.add_argument("--test_trials", type=int, default=3)
-    parser.add_argument("--backbone", default="tiny", choices=["tiny", "resnet18", "densenet121"])
+    parser.add_argument("--backbone", default="tiny16", choices=["tiny", "tiny16", "resnet18", "densenet121"])
     args = parser.parse_args(argv)
     common = ["--backbone", args.backbone, "--random_seed", "7", "--cpu"]
 
@@ -62,6 +62,9 @@ def main_demo(argv: list[str] | None = None) -> int:
     training = run("stage 1: goal-conditioned grasp net", [
         "--stage", "grasp_only", "--num_obj", "3", "--grasp_goal_conditioned", "--goal_conditioned",
         "--goal_obj_idx", "0", "--experience_replay", "--explore_rate_decay",
+        # The light-trunk settings of make reproduce (README, Differences).
+        "--replay_steps", "4", "--replay_candidates", "other_reward", "--grasp_explore",
+        "--grasp_explore_policy", "heuristic",
         "--max_iterations", str(args.train_iterations), "--snapshot_interval", "50", *common])
     snapshot = training / "models" / "snapshot-backup.grasp_only.pth"
 
