@@ -86,6 +86,9 @@ class Config:
     future_reward_discount: float = _f(0.5, "Q-learning discount gamma")
     learning_rate: float = _f(1e-4, "Adam learning rate (the paper's 1e-4)")
     experience_replay: bool = _f(False, "prioritised experience replay after each step")
+    replay_capacity: int = _f(10000, "replay memory bound in transitions; the oldest go first (about 3 KiB each "
+                                     "for rendered heightmaps, up to 130 KiB for noisy camera ones)")
+    replay_max_mb: float = _f(0.0, "replay memory bound in MB of stored heightmaps (0: only --replay_capacity)")
     replay_steps: int = _f(1, "prioritised replay steps after each action (the paper's code: 1); more reuse each "
                                  "stored transition more often, for a light backbone learning from few samples")
     replay_candidates: Literal["paper", "other_reward"] = _f(
@@ -201,6 +204,10 @@ def check_config(cfg: Config) -> None:
             raise UserError(f"--{name} must be between 0 and 20, got {value}")
     if not (np.isfinite(cfg.learning_rate) and 0 < cfg.learning_rate <= 1):
         raise UserError(f"--learning_rate must be in (0, 1], got {cfg.learning_rate}")
+    if not 1 <= cfg.replay_capacity <= 10_000_000:
+        raise UserError(f"--replay_capacity must be between 1 and 10000000, got {cfg.replay_capacity}")
+    if not (np.isfinite(cfg.replay_max_mb) and cfg.replay_max_mb >= 0):
+        raise UserError(f"--replay_max_mb must be >= 0 (0: no byte bound), got {cfg.replay_max_mb}")
     if not 1 <= cfg.replay_steps <= 64:
         raise UserError(f"--replay_steps must be between 1 and 64, got {cfg.replay_steps}")
     if cfg.load_snapshot and not cfg.snapshot_file:
@@ -415,6 +422,8 @@ class Runner:
             stage=cfg.stage, goal_conditioned=architecture == "goal_conditioned", backbone=backbone,
             goal_oriented=self.goal_conditioned, reward_stage=self.reward_stage,
             replay_candidates=cfg.replay_candidates, learning_rate=cfg.learning_rate,
+            replay_capacity=cfg.replay_capacity,
+            replay_max_bytes=int(cfg.replay_max_mb * 1e6) if cfg.replay_max_mb > 0 else None,
             device=cfg.device, future_reward_discount=cfg.future_reward_discount,
             alternating_training=cfg.alternating_training, cooperative_training=cfg.cooperative_training,
             pretrained_weights=cfg.pretrained_weights or "auto", precision=cfg.precision, seed=cfg.random_seed,

@@ -77,12 +77,19 @@ class ReplayMemory:
     it); an evicted index raises KeyError.
     """
 
-    def __init__(self, capacity: int = 10000, compress: bool = True):
+    def __init__(self, capacity: int = 10000, compress: bool = True, max_bytes: Optional[int] = None):
         if capacity < 1:
             raise UserError(f'replay capacity must be >= 1, got {capacity}')
+        if max_bytes is not None and max_bytes < 1:
+            raise UserError(f'replay byte bound must be >= 1, got {max_bytes}')
         self.capacity = int(capacity)
         self.compress = bool(compress)
+        # Second bound: heightmap payload bytes; the oldest entries go first when it is passed
+        # (noisy real-camera heightmaps compress 40x worse than rendered ones).
+        self.max_bytes = None if max_bytes is None else int(max_bytes)
         self._count = 0                                           # transitions ever added
+        self._first = 0                                           # oldest index still held
+        self._bytes = 0                                           # payload bytes held
         self._id = np.full(self.capacity, -1, np.int64)           # index held by each slot
         self._primitive = np.full(self.capacity, -1, np.int8)     # 0 push, 1 grasp
         self._action = np.zeros((self.capacity, 3), np.int32)
@@ -95,10 +102,13 @@ class ReplayMemory:
 
     # -- storage -------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return min(self._count, self.capacity)
+        return self._count - self._oldest()
+
+    def _oldest(self) -> int:
+        return max(self._first, self._count - self.capacity, 0)
 
     def __contains__(self, index: int) -> bool:
-        return self._count - self.capacity <= index < self._count and index >= 0
+        return self._oldest() <= index < self._count
 
     def _slot(self, index: int) -> int:
         if index not in self:
@@ -139,6 +149,8 @@ class ReplayMemory:
         models.check_heightmaps(t.color_heightmap, t.depth_heightmap, t.goal_mask)
         index = self._count
         slot = index % self.capacity
+        if self._payload[slot] is not None:  # the ring overwrites the oldest entry
+            self._bytes -= self._payload_bytes(self._payload[slot])
         self._id[slot] = index
         self._primitive[slot] = PRIMITIVES.index(t.primitive)
         self._action[slot] = t.action
@@ -148,8 +160,19 @@ class ReplayMemory:
         self._iteration[slot] = t.iteration
         self._size[slot] = t.color_heightmap.shape[0]
         self._payload[slot] = self._encode(t.color_heightmap, t.depth_heightmap, t.goal_mask)
+        self._bytes += self._payload_bytes(self._payload[slot])
         self._count += 1
+        self._first = self._oldest()
+        while self.max_bytes is not None and self._bytes > self.max_bytes and len(self) > 1:
+            old = self._first % self.capacity
+            self._bytes -= self._payload_bytes(self._payload[old])
+            self._payload[old], self._id[old], self._primitive[old] = None, -1, -1
+            self._first += 1
         return index
+
+    @staticmethod
+    def _payload_bytes(payload: tuple) -> int:
+        return sum(len(part) for part in payload if part is not None)
 
     def __getitem__(self, index: int) -> Transition:
         slot = self._slot(index)
@@ -166,11 +189,7 @@ class ReplayMemory:
     @property
     def nbytes(self) -> int:
         """Bytes of stored heightmap payloads (the metadata arrays are negligible)."""
-        total = 0
-        for payload in self._payload:
-            if payload is not None:
-                total += sum(len(part) for part in payload if part is not None)
-        return total
+        return self._bytes
 
     # -- sampling ------------------------------------------------------------------------------
     def candidates(self, primitive: str, target_reward: Optional[float],
@@ -214,14 +233,18 @@ class ReplayMemory:
         blob = np.frombuffer(b''.join(parts), np.uint8) if parts else np.zeros(0, np.uint8)
         return {'capacity': np.int64(self.capacity), 'compress': np.bool_(self.compress),
                 'count': np.int64(self._count), 'ids': order,
+                'max_bytes': np.int64(-1 if self.max_bytes is None else self.max_bytes),
                 'primitive': self._primitive[slots], 'action': self._action[slots],
                 'label': self._label[slots], 'reward': self._reward[slots],
                 'predicted': self._predicted[slots], 'iteration': self._iteration[slots],
                 'size': self._size[slots], 'lengths': lengths, 'blob': blob}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.__init__(int(state['capacity']), bool(state['compress']))
+        max_bytes = int(state['max_bytes']) if 'max_bytes' in state else -1
+        self.__init__(int(state['capacity']), bool(state['compress']), None if max_bytes < 0 else max_bytes)
         self._count = int(state['count'])
+        ids = np.asarray(state['ids'])
+        self._first = int(ids.min()) if ids.size else self._count
         blob = np.asarray(state['blob']).tobytes()
         pos = 0
         for j, index in enumerate(np.asarray(state['ids'])):
@@ -234,6 +257,7 @@ class ReplayMemory:
                 m = blob[pos:pos + lm]
                 pos += lm
             self._payload[s] = (c, d, m)
+            self._bytes += self._payload_bytes(self._payload[s])
             self._id[s] = index
             for name in ('primitive', 'action', 'label', 'reward', 'predicted', 'iteration', 'size'):
                 getattr(self, '_' + name)[s] = state[name][j]
@@ -292,7 +316,7 @@ class TrainerConfig:
     'per_sample' (faithful) | 'running': speed options, see models.py; rotation_chunk: rotations
     per batch of a multi-rotation forward, 0 = the device's default (forward_modes.py; the Q maps
     are the same).  replay_capacity /
-    replay_compress: ReplayMemory.  seed: network initialisation.
+    replay_compress / replay_max_bytes: ReplayMemory's bounds.  seed: network initialisation.
     """
 
     stage: str = 'grasp_only'
@@ -317,6 +341,7 @@ class TrainerConfig:
     adam_betas: tuple[float, float] = (0.9, 0.99)
     replay_capacity: int = 10000
     replay_compress: bool = True
+    replay_max_bytes: Optional[int] = None
     seed: int = 1234
 
     def validate(self) -> None:
@@ -411,7 +436,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay,
                                           betas=tuple(config.adam_betas)) if params else None
         self.model.eval()
-        self.memory = ReplayMemory(config.replay_capacity, config.replay_compress)
+        self.memory = ReplayMemory(config.replay_capacity, config.replay_compress, config.replay_max_bytes)
 
     @staticmethod
     def _resolve_device(name: str) -> torch.device:
@@ -615,5 +640,6 @@ class Trainer:
                 raise UserError(f"optimizer state in {d} does not fit stage {self.config.stage}: {exc}") from None
         if (d / 'replay.npz').is_file():
             self.memory = ReplayMemory.load(d / 'replay.npz')
+            self.memory.max_bytes = self.config.replay_max_bytes  # this run's bound, not the saved one
         self.iteration = int(info['iteration'])
         return info.get('extra', {})

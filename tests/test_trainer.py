@@ -443,3 +443,29 @@ def test_save_load_state_resumes_exactly(tmp_path):
         assert torch.equal(va, vb), k
     with pytest.raises(UserError):
         make_trainer().load_state(tmp_path / 'nothing-here')
+
+
+def test_replay_byte_bound_drops_the_oldest_and_survives_save_load(tmp_path):
+    memory = T.ReplayMemory(capacity=100, compress=False)
+    one = _transition(0, 'grasp', 1.0, 1.0, 0.0)
+    memory.add(one)
+    entry_bytes = memory.nbytes
+    bounded = T.ReplayMemory(capacity=100, compress=False, max_bytes=int(3.5 * entry_bytes))
+    for i in range(10):
+        bounded.add(_transition(i, 'grasp', float(i % 2), 0.0, 0.0))
+    assert len(bounded) == 3 and bounded.nbytes <= 3.5 * entry_bytes
+    assert 6 not in bounded and all(i in bounded for i in (7, 8, 9))
+    with pytest.raises(KeyError):
+        bounded[6]
+    assert set(bounded.candidates('grasp', 1.0).tolist()) == {7, 9}  # evicted entries are no candidates
+    path = tmp_path / 'replay.npz'
+    bounded.save(path)
+    again = T.ReplayMemory.load(path)
+    assert len(again) == 3 and again.nbytes == bounded.nbytes and again.max_bytes == bounded.max_bytes
+    again.add(_transition(10, 'grasp', 0.0, 0.0, 0.0))
+    assert len(again) == 3 and 7 not in again and 10 in again
+    # The transition count bound still works beside it.
+    ring = T.ReplayMemory(capacity=2, compress=False, max_bytes=10 * entry_bytes)
+    for i in range(5):
+        ring.add(_transition(i, 'push', 0.0, 0.0, 0.0))
+    assert len(ring) == 2 and ring.nbytes == 2 * entry_bytes
