@@ -128,6 +128,9 @@ class Config:
     logging_directory: str = _f("", "session directory to resume")
     logs_dir: str = _f("logs", "where new session directories are made")
     save_visualizations: bool = _f(False, "write affordance maps and the chosen action per iteration")
+    save_video: bool = _f(False, "write a video of each trial (camera and heightmap, the chosen action drawn) "
+                                 "to SESSION/videos/trial-NNN.gif (trial_video.py)")
+    video_format: Literal["gif", "mp4"] = _f("gif", "--save_video's file format")
     verbose: bool = _f(False, "one line per action (always so when stderr is not a terminal, e.g. a log file); "
                               "on a terminal the default is a progress bar")
     snapshot_interval: int = _f(50, "iterations between snapshots")
@@ -408,8 +411,14 @@ class Runner:
         self.logger.save_camera_info(self.robot.intrinsics, self.robot.camera_pose, self.robot.depth_scale)
         self.logger.save_heightmap_info(self.robot.workspace_limits_m, cfg.heightmap_resolution)
         self.pending: Pending | None = None
-        self._bar = None  # the progress bar, while run() runs on a terminal
-        self._recent_push_rewards: list[float] = []
+        self._bar = None  # the progress bar (progress_bar.py), while run() runs on a terminal
+        self._video = None
+        if cfg.save_video:
+            from trial_video import TrialVideo
+
+            self._video = TrialVideo(Path(self.logger.session_directory) / "videos", self.robot.intrinsics,
+                                     self.robot.camera_pose, self.robot.workspace_limits_m, cfg.heightmap_resolution,
+                                     cfg.video_format)
         self._new_scene()
 
     # --- set-up helpers -----------------------------------------------------------------------
@@ -547,8 +556,8 @@ class Runner:
         self.logger.append("clearance", [self.progress.iteration])
         self.progress.trials_finished += 1
         self._say(f"trial {self.progress.trials_finished} ended at iteration {self.progress.iteration}: {reason}")
-        if self._bar is not None and not self.training:
-            self._bar.update(1)
+        if self._bar is not None:
+            self._bar.trial_done()
 
     def observe(self) -> Observation:
         color, depth, color_hm, raw_depth_hm = self.robot.get_heightmaps()
@@ -566,33 +575,25 @@ class Runner:
             self._bar.write(line)
 
     def _make_bar(self):
-        """A progress bar on a terminal: iterations (training) or trials (testing), recent goal
-        grasp success, recent push reward, seconds per iteration and, with a limit, the time left."""
-        if not sys.stderr.isatty():
-            return None
-        from tqdm import tqdm
+        """A progress bar on a terminal (progress_bar.py): iteration or trial, recent goal grasp
+        success, recent push reward, seconds per iteration, the time left when a limit is set."""
+        import progress_bar
 
-        p, cfg = self.progress, self.cfg
-        if self.training:
-            return tqdm(total=cfg.max_iterations or None, initial=p.iteration, unit="it", dynamic_ncols=True)
-        return tqdm(total=cfg.max_test_trials, initial=p.trials_finished, unit="trial", dynamic_ncols=True)
+        return progress_bar.make(self.training, self.progress.iteration, self.progress.trials_finished,
+                                 self.cfg.max_iterations, self.cfg.max_test_trials, self.goal_conditioned)
 
     def _update_bar(self, reward: float, primitive: str) -> None:
-        if self._bar is None:
-            return
-        if primitive == "push":
-            self._recent_push_rewards = (self._recent_push_rewards + [reward])[-50:]
-        postfix = {"goal_grasps": f"{np.mean(self.progress.goal_successes):.2f}" if self.progress.goal_successes else "-"}
-        if self._recent_push_rewards:
-            postfix["push_reward"] = f"{np.mean(self._recent_push_rewards):+.2f}"
-        self._bar.set_postfix(postfix, refresh=False)
-        if self.training:
-            self._bar.update(1)
+        if self._bar is not None:
+            self._bar.iteration_done(self.progress.iteration, primitive, reward, self.progress.goal_successes)
 
     def run(self) -> None:
         self._bar = self._make_bar()
         try:
             self._loop()
+            if self._video is not None and self._video.frames:  # stopped inside a trial: what it did
+                trial = self.progress.trials_finished + 1
+                path = self._video.end_trial(None, None, None, trial, "unfinished trial")
+                self._say(f"video of the unfinished trial {trial}: {path}")
         finally:
             if self._bar is not None:
                 self._bar.close()
@@ -632,6 +633,8 @@ class Runner:
                 reset_reason = reset_reason or self._reset_reason(obs, goal_visible, goal_was_grasped, object_grasped)
             if reset_reason is not None:
                 self._end_trial(reset_reason)
+                if self._video is not None:
+                    self._video_end(obs, reset_reason)
                 if not self._done():
                     self._new_scene()
                 continue
@@ -759,6 +762,12 @@ class Runner:
                   f"Q {predicted:.3f}{' explore' if not is_exploit else ''}{' heuristic' if use_heuristic else ''}"
                   + (f" -> {'grasped object ' + str(grasp_obj) if grasp_success else 'missed'}"
                      f"{' (goal)' if goal_grasped and self.goal_conditioned else ''}" if primitive == "grasp" else ""))
+        if self._video is not None:
+            self._video.action(obs.color_image, obs.color_heightmap, obs.depth_heightmap, obs.goal_mask, primitive,
+                               action, f"iteration {p.iteration}: {primitive} Q {predicted:.2f}"
+                               + (f" -> {'grasped ' + str(grasp_obj) if grasp_success else 'missed'}"
+                                  f"{' (goal)' if goal_grasped and self.goal_conditioned else ''}"
+                                  if primitive == "grasp" else ""))
         self.pending = Pending(obs, primitive, action, predicted, is_exploit, use_heuristic, grasp_success,
                                grasp_obj, p.goal_obj, p.push_step, p.episode, best_goal_grasp_q, obs.goal_occupancy)
         if primitive == "grasp":
@@ -868,6 +877,13 @@ class Runner:
         if grasp_q is not None:
             self.logger.save_visualization(it, "grasp", utils.affordance_grid(grasp_q, obs.color_heightmap, action if primitive == "grasp" else None))
         self.logger.save_visualization(it, "action", utils.draw_action(obs.color_heightmap, primitive, action, obs.goal_mask))
+
+    def _video_end(self, obs: Observation, reason: str) -> None:
+        trial = self.progress.trials_finished  # numbered from 1, as the line _end_trial prints
+        path = self._video.end_trial(obs.color_image, obs.color_heightmap, obs.goal_mask, trial,
+                                     f"trial {trial} ended at iteration {self.progress.iteration}: {reason}")
+        if path is not None:
+            self._say(f"video of trial {trial}: {path}")
 
     def close(self) -> None:
         self.robot.close()
