@@ -39,7 +39,10 @@ same iteration, are skipped and counted separately):
   trials.
 
 Outputs: a table on stdout, JSON (``<session>/evaluation.json`` or ``--json PATH``), and a plot
-``<session>/evaluation.png`` unless ``--no_plot``. Bad input gives one line on stderr, exit 2.
+``<session>/evaluation.png`` (per-trial motion number, cumulative goal grasp success and
+completion) unless ``--no_plot``; for a training session (or with ``--training_curve``) also
+``<session>/training-curve.png``: goal grasp success, grasp Q and push reward against iterations,
+moving averages over ``--window`` (100). Bad input gives one line on stderr, exit 2.
 """
 from __future__ import annotations
 
@@ -448,9 +451,13 @@ def plot_evaluation(result: dict[str, Any], path: str | os.PathLike) -> None:
     hits = np.cumsum([t['target_grasps'] for t in trials])
     with np.errstate(invalid='ignore', divide='ignore'):
         cumulative = np.where(grasps > 0, 100.0 * hits / np.maximum(grasps, 1), np.nan)
-    ax2.plot(idx, cumulative, marker='o')
+    completed = np.cumsum([t['completed'] for t in trials])
+    few = len(trials) <= 60  # markers only where they stay apart
+    ax2.plot(idx, cumulative, marker='o' if few else None, label='goal grasp success (pooled grasps)')
+    ax2.plot(idx, 100.0 * completed / (idx + 1), marker='s' if few else None, label='completion')
     ax2.set_ylim(0, 105)
-    ax2.set_ylabel('cumulative goal grasp\nsuccess % (all trials)')
+    ax2.set_ylabel('cumulative success %\n(trials so far)')
+    ax2.legend(loc='lower right', fontsize=8)
     ax2.set_xlabel('trial')
     _save_figure(fig, path)
 
@@ -477,7 +484,10 @@ def training_curve(directory: str | os.PathLike, window: int = 100) -> dict[str,
     (0/1 per grasp: the goal came up), 'goal_success_ma' (moving average over `window`
     grasps), 'grasp_q' (the net's Q of each executed grasp) and 'grasp_q_ma'; and for the
     greedy grasps alone (the net's own choice, not an exploration policy's) 'greedy_episodes'
-    and 'greedy_success_ma' (moving average over the last `window` greedy grasps)."""
+    and 'greedy_success_ma' (moving average over the last `window` greedy grasps); for the plot
+    against iterations 'iterations' (rows), 'grasp_iterations' (the iteration of each grasp),
+    'greedy_iterations', 'push_iterations', 'push_reward' and 'push_reward_ma' (moving average
+    over the last `window` pushes)."""
     transitions = Path(directory) / 'transitions'
     actions = _load_log(transitions, 'executed-action', required=True)
     primitive = actions[:, 0] if actions.size else np.zeros(0)
@@ -495,7 +505,19 @@ def training_curve(directory: str | os.PathLike, window: int = 100) -> dict[str,
     return {'episodes': episodes, 'goal_success': success,
             'goal_success_ma': moving_average(success, window), 'grasp_q': q,
             'grasp_q_ma': moving_average(q, window), 'window': window,
-            'greedy_episodes': episodes[greedy], 'greedy_success_ma': moving_average(success[greedy], window)}
+            'greedy_episodes': episodes[greedy], 'greedy_success_ma': moving_average(success[greedy], window),
+            **_iteration_curves(transitions, primitive, greedy, window)}
+
+
+def _iteration_curves(transitions: Path, primitive: np.ndarray, greedy: np.ndarray, window: int) -> dict[str, Any]:
+    n = primitive.shape[0]
+    grasp_rows = np.flatnonzero(primitive == 1)
+    push = primitive == 0
+    reward = _column(_load_log(transitions, 'reward-value', required=False), 'reward-value', n)
+    push_reward = reward[push] if reward is not None else np.zeros(0)
+    return {'iterations': n, 'grasp_iterations': grasp_rows, 'greedy_iterations': grasp_rows[greedy],
+            'push_iterations': np.flatnonzero(push) if reward is not None else np.zeros(0, dtype=int),
+            'push_reward': push_reward, 'push_reward_ma': moving_average(push_reward, window)}
 
 
 def plot_training_curves(curves: dict[str, dict[str, Any]], path: str | os.PathLike, title: str) -> None:
@@ -525,6 +547,50 @@ def plot_training_curves(curves: dict[str, dict[str, Any]], path: str | os.PathL
     _save_figure(fig, path)
 
 
+def plot_training_session(curve: dict[str, Any], path: str | os.PathLike, title: str) -> None:
+    """One training session against iterations: goal grasp success (moving average over the
+    last `window` grasps, drawn at each grasp's iteration; dashed: the greedy grasps alone), the
+    grasp Q of the executed grasps and, when the session pushed, the push reward (moving average
+    over the last `window` pushes)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    pushes = curve['push_iterations'].size > 0
+    fig, axes = plt.subplots(3 if pushes else 2, 1, figsize=(8, 8 if pushes else 6), sharex=True)
+    window = curve['window']
+    ax = axes[0]
+    ax.plot(curve['grasp_iterations'], 100 * curve['goal_success_ma'], color='tab:green', label='all grasps')
+    if curve['greedy_iterations'].size < curve['grasp_iterations'].size:
+        ax.plot(curve['greedy_iterations'], 100 * curve['greedy_success_ma'], color='tab:green', linestyle='--',
+                label='greedy grasps only')
+    ax.set_ylim(0, 100)
+    ax.axhline(80, color='gray', linestyle=':', linewidth=1)
+    ax.set_ylabel(f'goal grasp success %\n(last {window} grasps)')
+    ax.legend(loc='lower right', fontsize=8)
+    ax.set_title(f'{title}: {curve["iterations"]} iterations, {curve["episodes"].size} grasps'
+                 + (f', {curve["push_iterations"].size} pushes' if pushes else ''))
+    ax = axes[1]
+    ax.plot(curve['grasp_iterations'], curve['grasp_q_ma'], color='tab:blue')
+    ax.set_ylabel(f'grasp Q of the executed\ngrasp (last {window})')
+    if pushes:
+        ax = axes[2]
+        ax.plot(curve['push_iterations'], curve['push_reward_ma'], color='tab:red')
+        ax.set_ylabel(f'push reward\n(last {window} pushes)')
+    axes[-1].set_xlabel('iteration')
+    _save_figure(fig, path)
+
+
+def is_training_session(directory: str | os.PathLike) -> bool | None:
+    """From the session's info/config.json: True for training, False for testing, None unknown."""
+    path = Path(directory) / 'info' / 'config.json'
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return not config.get('is_testing', False) if isinstance(config, dict) else None
+
+
 def write_json(result: dict[str, Any], path: str | os.PathLike) -> None:
     """Write the result as JSON (no NaN: undefined values are null)."""
     text = json.dumps(result, indent=2, allow_nan=False) + '\n'
@@ -543,7 +609,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--max_goal_grasp_failures', type=int, default=DEFAULT_MAX_GOAL_GRASP_FAILURES,
                    help='a trial fails after this many consecutive failed (goal) grasps (default 10)')
     p.add_argument('--json', default=None, help='where to write the JSON (default <session>/evaluation.json)')
-    p.add_argument('--no_plot', action='store_true', help='do not write <session>/evaluation.png')
+    p.add_argument('--no_plot', action='store_true', help='do not write <session>/evaluation.png (nor the '
+                                                          'training curve)')
+    p.add_argument('--training_curve', action='store_true',
+                   help='also draw <session>/training-curve.png (goal grasp success, grasp Q and push reward '
+                        'against iterations, moving averages); the default for a session whose '
+                        'info/config.json says it trained')
+    p.add_argument('--window', type=int, default=100, help='moving-average window of the training curve (default 100)')
     return p
 
 
@@ -570,6 +642,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f'Wrote {plot_path}')
             else:
                 print('No plot: no finished trials')
+            if args.training_curve or is_training_session(session):
+                if args.window < 1:
+                    raise UserError(f'--window must be at least 1, got {args.window}')
+                curve_path = session / 'training-curve.png'
+                curve = training_curve(session, args.window)
+                if curve['iterations'] == 0:
+                    print('No training curve: no actions')
+                else:
+                    try:
+                        plot_training_session(curve, curve_path, f'training session {session.name}')
+                    except OSError as e:
+                        raise UserError(f'cannot write {curve_path}: {e.strerror or e}') from None
+                    print(f'Wrote {curve_path}')
     except UserError as e:
         msg = ' '.join(str(e).split())  # one line, whatever the message held
         print(f'evaluate.py: error: {msg}', file=sys.stderr)

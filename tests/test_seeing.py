@@ -132,3 +132,42 @@ def test_mp4_and_the_projected_action(tmp_path):
     pose = np.eye(4)
     assert np.allclose(trial_video.project(np.array([[0, 0, 2.0]]), intrinsics, pose), [[320, 240]])
     assert np.allclose(trial_video.project(np.array([[0.1, 0, 1.0]]), intrinsics, pose), [[380, 240]])
+
+
+def test_evaluate_draws_a_training_session_against_iterations(tmp_path):
+    import evaluate
+    from logger import Logger
+
+    session = tmp_path / "train"
+    lg = Logger(logging_directory=session, verbose=False)
+    lg.save_config({"is_testing": False})
+    # 40 iterations: a push every 4th, the others grasps; the goal (object 2) comes up from row 20 on.
+    for i in range(40):
+        push = i % 4 == 0
+        lg.append("executed-action", [0 if push else 1, 0, 10, 10])
+        lg.append("grasp-obj", -1 if push or i < 20 else 2)
+        lg.append("goal-obj", 2)
+        lg.append("predicted-value", 0.1 * (i // 4))
+        lg.append("reward-value", 0.5 if push else float(not push and i >= 20))
+        lg.append("is-exploit", 1)
+    lg.append("clearance", 40)
+    lg.close()
+    curve = evaluate.training_curve(session, window=5)
+    assert curve["iterations"] == 40
+    assert list(curve["push_iterations"]) == list(range(0, 40, 4))
+    assert curve["grasp_iterations"].size == 30 and curve["goal_success_ma"][-1] == 1.0
+    assert np.allclose(curve["push_reward_ma"], 0.5)
+    assert evaluate.main(["--session_directory", str(session), "--window", "5"]) == 0
+    png = session / "training-curve.png"
+    assert png.read_bytes().startswith(b"\x89PNG") and (session / "evaluation.png").is_file()
+    # A test session gets no training curve unless asked.
+    lg = Logger(logging_directory=tmp_path / "test", verbose=False)
+    lg.save_config({"is_testing": True})
+    for name, row in (("executed-action", [1, 0, 10, 10]), ("grasp-obj", 2), ("goal-obj", 2),
+                      ("predicted-value", 0.5), ("clearance", 1)):
+        lg.append(name, row)
+    lg.close()
+    assert evaluate.main(["--session_directory", str(tmp_path / "test")]) == 0
+    assert not (tmp_path / "test" / "training-curve.png").exists()
+    assert evaluate.main(["--session_directory", str(tmp_path / "test"), "--training_curve"]) == 0
+    assert (tmp_path / "test" / "training-curve.png").is_file()
