@@ -367,6 +367,20 @@ class Progress:
 PRIMITIVE_CODE = {"push": 0, "grasp": 1}
 # The transition logs written every iteration: logger.TRANSITION_LOGS, the one table.
 PER_ITERATION_LOGS = logger_table.PER_ITERATION_LOGS
+# Every TensorBoard scalar (SESSION/tensorboard), by its stable name; the README lists them.
+# The step is the iteration count after the action. Runner._scalar refuses any other name.
+TENSORBOARD_SCALARS = {
+    "grasp/goal_success_rate_last100": "goal-oriented: share of the last 100 grasps that took the goal",
+    "grasp/success_rate_last100": "goal-agnostic: share of the last 100 grasps that took an object",
+    "grasp/reward": "each grasp's reward",
+    "push/reward": "each push's reward",
+    "push/improved_grasp_reward": "each push: the goal's best grasp Q rose (SPEC 5)",
+    "push/decreased_occupancy": "each push: the goal's occupancy ratio fell",
+    "train/grasp_loss": "the grasp net's loss on the action just taken",
+    "train/push_loss": "the push net's loss on the action just taken",
+    "train/grasp_replay_loss": "mean loss of the grasp replay steps after it",
+    "train/push_replay_loss": "mean loss of the push replay steps after it",
+}
 
 
 # ==============================================================================================
@@ -764,7 +778,8 @@ class Runner:
                      f"{' (goal)' if goal_grasped and self.goal_conditioned else ''}" if primitive == "grasp" else ""))
         if self._video is not None:
             self._video.action(obs.color_image, obs.color_heightmap, obs.depth_heightmap, obs.goal_mask, primitive,
-                               action, f"iteration {p.iteration}: {primitive} Q {predicted:.2f}"
+                               action, f"iteration {p.iteration}: {primitive}"
+                               + (f" Q {predicted:.2f}" if self.trainer is not None else " (heuristic)")
                                + (f" -> {'grasped ' + str(grasp_obj) if grasp_success else 'missed'}"
                                   f"{' (goal)' if goal_grasped and self.goal_conditioned else ''}"
                                   if primitive == "grasp" else ""))
@@ -826,12 +841,12 @@ class Runner:
         self._update_bar(reward, pending.primitive)
         it = p.iteration
         if pending.primitive == "grasp" and p.goal_successes:
-            log.scalar("grasp/goal_success_rate_last100" if self.goal_conditioned else "grasp/success_rate_last100",
-                       float(np.mean(p.goal_successes)), it)
+            self._scalar("grasp/goal_success_rate_last100" if self.goal_conditioned else "grasp/success_rate_last100",
+                         float(np.mean(p.goal_successes)), it)
         if pending.primitive == "push":
-            log.scalar("push/improved_grasp_reward", improved, it)
-            log.scalar("push/decreased_occupancy", decreased_occupancy, it)
-        log.scalar(f"{pending.primitive}/reward", reward, it)
+            self._scalar("push/improved_grasp_reward", improved, it)
+            self._scalar("push/decreased_occupancy", decreased_occupancy, it)
+        self._scalar(f"{pending.primitive}/reward", reward, it)
 
         if self.trainer is None or not self.training:
             return
@@ -839,7 +854,7 @@ class Runner:
         loss = self.trainer.backprop(state.color_heightmap, state.depth_heightmap, state.goal_mask,
                                      pending.primitive, pending.action, label)
         if loss is not None:
-            log.scalar(f"train/{pending.primitive}_loss", loss, it)
+            self._scalar(f"train/{pending.primitive}_loss", loss, it)
         transition = Transition(state.color_heightmap, state.depth_heightmap, state.goal_mask,
                                 pending.primitive, pending.action, label, reward, pending.predicted, it - 1)
         self.trainer.remember(transition)
@@ -860,7 +875,12 @@ class Runner:
                     break
                 losses.append(replayed.loss)
             if losses:
-                log.scalar(f"train/{pending.primitive}_replay_loss", float(np.mean(losses)), it)
+                self._scalar(f"train/{pending.primitive}_replay_loss", float(np.mean(losses)), it)
+
+    def _scalar(self, tag: str, value: float, iteration: int) -> None:
+        if tag not in TENSORBOARD_SCALARS:  # a new scalar is named in the table (and the README) first
+            raise AssertionError(f"TensorBoard scalar {tag!r} is not in main.TENSORBOARD_SCALARS")
+        self.logger.scalar(tag, value, iteration)
 
     def _snapshot(self) -> None:
         if self.trainer is None or not self.training:

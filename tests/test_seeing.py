@@ -171,3 +171,45 @@ def test_evaluate_draws_a_training_session_against_iterations(tmp_path):
     assert not (tmp_path / "test" / "training-curve.png").exists()
     assert evaluate.main(["--session_directory", str(tmp_path / "test"), "--training_curve"]) == 0
     assert (tmp_path / "test" / "training-curve.png").is_file()
+
+
+def test_tensorboard_scalars_have_one_table_listed_in_the_readme():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for tag in main.TENSORBOARD_SCALARS:
+        assert f"| `{tag}` |" in readme, tag
+        assert re.fullmatch(r"(grasp|push|train)/[a-z0-9_]+", tag)
+    source = (PROJECT_ROOT / "main.py").read_text()
+    assert "log.scalar(" not in source and "logger.scalar(tag" in source  # every scalar goes through _scalar
+
+    class Runner(main.Runner):
+        def __init__(self):  # no robot, no session: only _scalar
+            self.logger = type("L", (), {"scalar": lambda *a: None})()
+
+    Runner()._scalar("grasp/reward", 1.0, 1)
+    try:
+        Runner()._scalar("grasp_reward", 1.0, 1)
+    except AssertionError as error:
+        assert "TENSORBOARD_SCALARS" in str(error)
+    else:
+        raise AssertionError("an unlisted scalar name was accepted")
+
+
+def test_make_images_regenerates_every_picture(tmp_path):
+    import importlib.util
+
+    import imageio.v3 as iio
+
+    spec = importlib.util.spec_from_file_location("make_images", PROJECT_ROOT / "images" / "make_images.py")
+    make_images = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_images)
+    out = tmp_path / "images"
+    # No snapshot: an untrained tiny16 net; no training session: no learning curve.
+    assert make_images.main_cli(["--out", str(out), "--snapshot", str(tmp_path / "none.pth"),
+                                 "--transitions", str(tmp_path / "none")]) == 0
+    for name in ("scene.png", "heightmaps.png", "affordance-grid.png"):
+        image = iio.imread(out / name)
+        assert image.ndim == 3 and image.std() > 10, name
+    assert iio.imread(out / "affordance-grid.png").shape[:2] == (4 * 224 + 28, 4 * 224)
+    for name in ("trial-learned.gif", "trial-heuristic.gif"):
+        assert iio.imread(out / name, index=None).shape[0] >= 2, name
+    assert not (out / "learning-curve.png").exists()
