@@ -18,10 +18,12 @@ from pathlib import Path
 
 import evaluate
 import main
+import reproduce
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEMO_CASE = PROJECT_ROOT / "simulation" / "test-cases" / "test-10-obj-00.txt"
-SHIPPED_SNAPSHOT = PROJECT_ROOT / "snapshots" / "goal-push-grasp-tiny16.pth"
+# The name reproduce.py --ship gives the full method's snapshot of its default backbone.
+SHIPPED_SNAPSHOT = PROJECT_ROOT / "snapshots" / f"goal-push-grasp-{reproduce.DEFAULT_BACKBONE}.pth"
 
 
 def run(step: str, argv: list[str]) -> Path:
