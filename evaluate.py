@@ -314,7 +314,7 @@ def evaluate_logs(primitive: np.ndarray, grasp_obj: np.ndarray, clearance: np.nd
     if num_empty:
         notes.append(f'{num_empty} empty trial(s) (trial end with no action) skipped')
     if num_aborted:
-        notes.append(f'{num_aborted} aborted trial(s) (interrupted, then resumed) left out')
+        notes.append(f'{num_aborted} aborted trial(s) (interrupted and resumed, or cut by a simulator fault) left out')
     if n == 0:
         notes.append('no finished trials: metrics are null')
     elif not done:

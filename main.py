@@ -31,7 +31,7 @@ from robot import Robot
 from rules import (GOAL_OCCUPANCY_THRESHOLD, best_pixel, choose_primitive_goal_agnostic,
                    choose_primitive_goal_conditioned, choose_primitive_push_only, explore_probability,
                    grasp_explore_probability, masked_max, random_primitive, reward_and_label)
-from fault_injection import kill_point
+from fault_injection import kill_point, sim_fault
 from trainer import Transition, relabel_grasp_transition
 from utils import UserError
 
@@ -365,6 +365,7 @@ class Progress:
 
 
 PRIMITIVE_CODE = {"push": 0, "grasp": 1}
+MAX_FAULTY_SCENES = 5  # simulator faults in this many scenes (or trials) in a row stop the run
 # The transition logs written every iteration: logger.TRANSITION_LOGS, the one table.
 PER_ITERATION_LOGS = logger_table.PER_ITERATION_LOGS
 # Every TensorBoard scalar (SESSION/tensorboard), by its stable name; the README lists them.
@@ -426,6 +427,7 @@ class Runner:
         self.logger.save_heightmap_info(self.robot.workspace_limits_m, cfg.heightmap_resolution)
         self.pending: Pending | None = None
         self._bar = None  # the progress bar (progress_bar.py), while run() runs on a terminal
+        self._faulty_trials_in_a_row = 0
         self._video = None
         if cfg.save_video:
             from trial_video import TrialVideo
@@ -548,6 +550,23 @@ class Runner:
 
     # --- scene ----------------------------------------------------------------------------------
     def _new_scene(self) -> None:
+        for attempt in range(1, MAX_FAULTY_SCENES + 1):
+            self._build_scene()
+            faults = self.robot.take_faults()
+            if not faults:
+                break
+            self._record_faults(faults, "a new scene")
+            if attempt == MAX_FAULTY_SCENES:
+                raise UserError(f"the simulator faulted in {attempt} new scenes in a row ({faults[0].kind}: "
+                                f"{faults[0].detail}); see {self._faults_path()}")
+        self.progress.no_change_count = 0
+        self.progress.no_change_in_a_row = {"push": 0, "grasp": 0}
+        self.progress.grasp_failures_in_a_row = 0
+        self.progress.push_step = 0
+        self.progress.episode += 1
+        self.pending = None
+
+    def _build_scene(self) -> None:
         if self.goal_conditioned:
             self.progress.goal_obj = self._initial_goal()
         if self.test_case is not None:
@@ -559,12 +578,42 @@ class Runner:
             self.robot.reset_scene(self.rng, cluster_around=self.progress.goal_obj)
         else:
             self.robot.reset_scene(self.rng)
-        self.progress.no_change_count = 0
-        self.progress.no_change_in_a_row = {"push": 0, "grasp": 0}
-        self.progress.grasp_failures_in_a_row = 0
-        self.progress.push_step = 0
-        self.progress.episode += 1
-        self.pending = None
+
+    # --- simulator faults (simulation.base.SimFault) ------------------------------------------
+    def _faults_path(self) -> Path:
+        return Path(self.logger.session_directory) / "faults.jsonl"
+
+    def _record_faults(self, faults, doing: str) -> None:
+        """One JSON line per fault in SESSION/faults.jsonl (fsynced) and a line on the terminal."""
+        lines = [json.dumps({"iteration": self.progress.iteration, "trial": self.progress.trials_finished + 1,
+                             "doing": doing, "kind": f.kind, "detail": f.detail}) + "\n" for f in faults]
+        with open(self._faults_path(), "a") as out:
+            out.writelines(lines)
+            out.flush()
+            os.fsync(out.fileno())
+        for f in faults:
+            message = f"simulator fault at iteration {self.progress.iteration} ({doing}): {f.kind}: {f.detail}"
+            if self._bar is not None and not self.cfg.verbose:
+                self._bar.write(message)  # a fault is shown even without --verbose
+            else:
+                self._say(message)
+
+    def _abort_trial(self, reason: str) -> None:
+        """End the trial as aborted (evaluate.py leaves it out; a test run plays another) and
+        start a new scene; too many faulty trials in a row stop the run."""
+        ends = self.logger.trial_ends()
+        if self.progress.iteration > (ends[-1] if ends else 0):  # a trial without a logged action is no trial
+            self.logger.append("clearance", [self.progress.iteration])
+            self.logger.append("aborted-trial", [self.progress.iteration])
+            self.logger.sync()
+        self._say(f"trial aborted at iteration {self.progress.iteration}: {reason}; a new scene")
+        if self._video is not None:
+            self._video.frames, self._video.durations = [], []
+        self._faulty_trials_in_a_row += 1
+        if self._faulty_trials_in_a_row >= MAX_FAULTY_SCENES:
+            raise UserError(f"the simulator faulted in {self._faulty_trials_in_a_row} trials in a row; "
+                            f"see {self._faults_path()}")
+        self._new_scene()
 
     def _end_trial(self, reason: str) -> None:
         self.logger.append("clearance", [self.progress.iteration])
@@ -760,12 +809,20 @@ class Runner:
         self.logger.save_images(p.iteration, obs.color_image, obs.depth_image, "0")
         self.logger.save_heightmaps(p.iteration, obs.color_heightmap, obs.depth_heightmap, "0")
         grasp_success, grasp_obj = False, -1
+        with sim_fault(self.robot.backend, p.iteration):
+            if primitive == "push":
+                self.robot.push(action, obs.depth_heightmap)
+            else:
+                result = self.robot.grasp(action, obs.depth_heightmap)
+                grasp_success, grasp_obj = result.success, result.object_index
+        faults = self.robot.take_faults()
+        if faults:  # the action is no transition: nothing of it is logged or learned
+            self._record_faults(faults, f"{primitive} at {tuple(int(v) for v in action)}")
+            self._abort_trial(f"simulator fault ({', '.join(sorted({f.kind for f in faults}))})")
+            return
+        self._faulty_trials_in_a_row = 0
         if primitive == "push":
-            self.robot.push(action, obs.depth_heightmap)
             p.push_step += 1
-        else:
-            result = self.robot.grasp(action, obs.depth_heightmap)
-            grasp_success, grasp_obj = result.success, result.object_index
         if self.trainer is not None and self.training and obs.goal_mask is not None:
             # With the heightmaps, what a resume needs to rebuild this transition and its relabelling.
             self.logger.save_mask(p.iteration, "goal", obs.goal_mask)

@@ -111,6 +111,11 @@ class Backend(abc.ABC):
         """Indices of objects thrown far from the workspace (a physics blow-up); [] if unknown."""
         return []
 
+    def take_faults(self) -> list:
+        """Simulator faults seen since the last call (simulation.base.SimFault: NaN state, object
+        thrown off, gripper stuck, finger wedged, scene not settling); [] where none are detected."""
+        return []
+
     def close(self) -> None:
         """Release connections and renderers."""
 
@@ -225,6 +230,9 @@ class Robot:
 
     def flown_off_objects(self) -> list[int]:
         return self.backend.flown_off_objects()
+
+    def take_faults(self) -> list:
+        return self.backend.take_faults()
 
     def close(self) -> None:
         self.backend.close()

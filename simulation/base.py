@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ContextManager, Sequence
 
@@ -57,6 +58,17 @@ STABLE_LINEAR_M_S = 0.05  # is_stable(): nothing faster than this ...
 STABLE_ANGULAR_RAD_S = 1.0
 FLOWN_OFF_DISTANCE_M = 0.5  # ... and nothing further than this from the workspace box
 MASK_DILATION_PX = 2  # SPEC 3: goal mask with a ~2 px border
+# --- simulator faults (take_faults): what a primitive or a new scene can leave behind
+STUCK_DISTANCE_M = 0.02  # a rise that ends this far short of its target: the gripper is stuck
+FINGERS_OPEN_FRACTION = 0.8  # fingers told to open that stay below this share of their travel: wedged
+FAULT_KINDS = ("nan_state", "thrown_off", "gripper_stuck", "finger_wedged", "not_settled")
+
+
+@dataclass(frozen=True)
+class SimFault:
+    """A simulator fault: kind (one of FAULT_KINDS) and what was seen, while doing what."""
+    kind: str
+    detail: str
 
 
 def footprint_mask(parts_world_m: Sequence[np.ndarray], heightmap_shape: tuple[int, int],
@@ -115,6 +127,7 @@ class SimulatorBackend(Backend):
         self.heightmap_resolution_m = heightmap_resolution_m
         self.heightmap_shape = utils.heightmap_shape(self.workspace_limits_m, heightmap_resolution_m)
         self._objects, self._shapes, self._removed = [], [], np.zeros(0, dtype=bool)
+        self._faults: list[SimFault] = []
 
     def _first_scene(self, rng: np.random.Generator | int | None, objects: Sequence[SceneObject] | None,
                      test_case: PresetCase | Path | str | None) -> None:
@@ -158,10 +171,12 @@ class SimulatorBackend(Backend):
             here = self._gripper_position()
             self._move(np.array([end[0], end[1], here[2]]), PUSH_SPEED_M_S)
             here = self._gripper_position()
-            self._move(clamp_to_workspace(here + [0, 0, PUSH_APPROACH_HEIGHT_M], self.workspace_limits_m),
-                       TRAVEL_SPEED_M_S)
+            rise = clamp_to_workspace(here + [0, 0, PUSH_APPROACH_HEIGHT_M], self.workspace_limits_m)
+            self._move(rise, TRAVEL_SPEED_M_S)
+            self._check_reached(rise, "rising after the push")
             self._park()
-            self._settle(SETTLE_MAX_TIME_S)
+            self._settle_or_fault(SETTLE_MAX_TIME_S, "after the push")
+            self._check_scene("after the push")
 
     def grasp(self, plan: GraspPlan) -> GraspResult:
         """Open fingers: approach above, descend (stop on contact), close (force-limited), lift;
@@ -173,12 +188,16 @@ class SimulatorBackend(Backend):
             self._descend(target)
             self._close_fingers()
             self._lift(above, LIFT_SPEED_M_S)
+            self._check_reached(above, "lifting")
             caught = self._held_object()
             if caught >= 0:
                 self._remove_object(caught)
             self._open_fingers()
+            if self._fingers_open() is False:
+                self._faults.append(SimFault("finger_wedged", "the fingers did not open after the grasp"))
             self._park()
-            self._settle(SETTLE_MAX_TIME_S)
+            self._settle_or_fault(SETTLE_MAX_TIME_S, "after the grasp")
+            self._check_scene("after the grasp")
         return GraspResult(caught >= 0, caught)
 
     def _enter(self, approach_m: np.ndarray, yaw_rad: float, open_fingers: bool) -> None:
@@ -257,7 +276,8 @@ class SimulatorBackend(Backend):
                 z = self._pile_top_m() + DROP_CLEARANCE_M - self._lowest_point_m(index, quat, np.zeros(3))
                 self._place_object(index, np.array([xy[0], xy[1], z]), quat)
                 self._step_for(DROP_INTERVAL_S)
-            self._settle(RESET_SETTLE_MAX_TIME_S)
+            self._settle_or_fault(RESET_SETTLE_MAX_TIME_S, "dropping a new scene")
+            self._check_scene("dropping a new scene")
 
     def load_test_case(self, case: PresetCase | Path | str) -> PresetCase:
         """Load a preset scene (a parsed case or a file path); objects below the table start removed."""
@@ -291,7 +311,8 @@ class SimulatorBackend(Backend):
                 self._place_object(index, position, obj.quat_wxyz)
             self._refresh()
             if settle:
-                self._settle(SETTLE_MAX_TIME_S)
+                self._settle_or_fault(SETTLE_MAX_TIME_S, "loading a scene")
+                self._check_scene("loading a scene")
 
     @property
     def removed(self) -> np.ndarray:
@@ -313,9 +334,9 @@ class SimulatorBackend(Backend):
         return not self.flown_off_objects()
 
     def flown_off_objects(self) -> list[int]:
-        """Indices of objects (not removed) more than 0.5 m from the workspace box."""
+        """Indices of objects (not removed) more than 0.5 m from the workspace box (or NaN)."""
         with self._calls("reading object poses"):
-            positions = self._object_positions()
+            positions = np.nan_to_num(self._object_positions(), nan=np.inf)
         outside_by = np.maximum(self.workspace_limits_m[:, 0] - positions, positions - self.workspace_limits_m[:, 1])
         distance = np.linalg.norm(np.maximum(outside_by, 0.0), axis=1)
         return [int(i) for i in np.flatnonzero(distance > FLOWN_OFF_DISTANCE_M) if not self._removed[i]]
@@ -353,14 +374,64 @@ class SimulatorBackend(Backend):
     def _step_for(self, seconds: float) -> None:
         self._step(max(int(round(seconds * self._steps_per_second)), 1))
 
-    def _settle(self, max_time_s: float) -> None:
-        """Step until every object is at rest (or max_time_s), then refresh the state for rendering."""
+    def _settle(self, max_time_s: float) -> bool:
+        """Step until every object is at rest (or max_time_s), then refresh the state for rendering.
+        True if everything came to rest."""
+        settled = False
         for _ in range(max(int(max_time_s * self._steps_per_second / self.SETTLE_CHECK_STEPS), 1)):
             self._step(self.SETTLE_CHECK_STEPS)
             linear, angular = self._object_speeds()
             if np.all(linear < AT_REST_LINEAR_M_S) and np.all(angular < AT_REST_ANGULAR_RAD_S):
+                settled = True
                 break
         self._refresh()
+        return settled
+
+    # ------------------------------------------------------------------ faults
+    def take_faults(self) -> list[SimFault]:
+        """The faults seen since the last call (and forget them): after each primitive and each
+        new scene, main.py records them in the session and resets the scene."""
+        faults, self._faults = self._faults, []
+        return faults
+
+    def _settle_or_fault(self, max_time_s: float, doing: str) -> None:
+        """Settle; a scene still moving after twice max_time_s faster than is_stable() allows is
+        a fault (a slow roll past max_time_s is not)."""
+        if self._settle(max_time_s) or self._settle(max_time_s):
+            return
+        linear, angular = self._object_speeds()
+        moving = np.flatnonzero((linear > STABLE_LINEAR_M_S) | (angular > STABLE_ANGULAR_RAD_S))
+        if moving.size:
+            self._faults.append(SimFault("not_settled", f"{doing}: object(s) {[int(i) for i in moving]} still moving "
+                                                        f"after {2 * max_time_s:.0f} s (up to "
+                                                        f"{float(np.max(linear)):.2f} m/s)"))
+
+    def _check_scene(self, doing: str) -> None:
+        """A state the physics cannot go on from (NaN, a MuJoCo reset), or objects thrown off."""
+        broken = self._physics_faults()
+        for detail in broken:
+            self._faults.append(SimFault("nan_state", f"{doing}: {detail}"))
+        if broken:
+            return  # positions are meaningless now
+        flown = self.flown_off_objects()
+        if flown:
+            self._faults.append(SimFault("thrown_off", f"{doing}: object(s) {flown} more than "
+                                                       f"{FLOWN_OFF_DISTANCE_M} m from the workspace"))
+
+    def _check_reached(self, target_m: np.ndarray, doing: str) -> None:
+        here = self._gripper_position()
+        short = float(np.linalg.norm(here - np.asarray(target_m, float))) if np.all(np.isfinite(here)) else np.inf
+        if short > STUCK_DISTANCE_M:
+            self._faults.append(SimFault("gripper_stuck", f"{doing}: the gripper stopped {short * 100:.1f} cm short"))
+
+    def _physics_faults(self) -> list[str]:
+        """What is wrong with the physics state (NaN, the engine's own resets); [] when sound."""
+        positions = self._object_positions()
+        return [] if np.all(np.isfinite(positions)) else ["NaN in the object positions"]
+
+    def _fingers_open(self) -> bool | None:
+        """Whether the fingers are open now (None: this simulator cannot tell)."""
+        return None
 
     def _refresh(self) -> None:
         """Bring derived state (kinematics for rendering) up to date after direct state changes."""

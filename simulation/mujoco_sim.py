@@ -26,7 +26,8 @@ import mujoco
 import numpy as np
 
 from simulation import scene
-from simulation.base import FINGER_CLOSED_OPENING_M, SETTLE_MAX_TIME_S, TRAVEL_SPEED_M_S, SimulatorBackend
+from simulation.base import (FINGER_CLOSED_OPENING_M, FINGERS_OPEN_FRACTION, SETTLE_MAX_TIME_S, TRAVEL_SPEED_M_S,
+                             SimulatorBackend)
 from simulation.objects import load_object_shape
 from simulation.test_cases import PresetCase, SceneObject, quat_wxyz_to_euler
 from utils import HEIGHTMAP_RESOLUTION_M, WORKSPACE_LIMITS_M, UserError
@@ -149,6 +150,7 @@ class MujocoSim(SimulatorBackend):
         self.data: mujoco.MjData | None = None
         self._model_key: tuple[str, ...] | None = None
         self._heights_before = np.zeros(0)
+        self._warnings_seen: dict[str, int] = {}
         self._first_scene(rng, objects, test_case)
 
     # ------------------------------------------------------------------ Backend: camera
@@ -209,6 +211,24 @@ class MujocoSim(SimulatorBackend):
             hits += geom[0] >= 0 and self.model.geom_bodyid[geom[0]] == self._body_ids[index]
         return hits / rows.size
 
+    # MuJoCo's warnings that mean the state went bad (it resets the physics on the last two itself).
+    BAD_STATE_WARNINGS = ("mjWARN_BADQPOS", "mjWARN_BADQVEL", "mjWARN_BADQACC")
+
+    def _physics_faults(self) -> list[str]:
+        """NaN or inf in qpos/qvel, or a bad-state warning MuJoCo raised since the last check."""
+        faults = []
+        if not (np.all(np.isfinite(self.data.qpos)) and np.all(np.isfinite(self.data.qvel))):
+            faults.append("NaN or inf in the physics state")
+        warnings = self.mujoco_warnings()
+        for name in self.BAD_STATE_WARNINGS:
+            if warnings.get(name, 0) > self._warnings_seen.get(name, 0):
+                faults.append(f"MuJoCo {name} (it resets the physics when the state goes bad)")
+        self._warnings_seen = warnings
+        return faults
+
+    def _fingers_open(self) -> bool:
+        return self._finger_opening() >= FINGERS_OPEN_FRACTION * scene.FINGER_TRAVEL_M
+
     def mujoco_warnings(self) -> dict[str, int]:
         """MuJoCo's warning counters that are not zero (e.g. {'mjWARN_BADQACC': 3})."""
         return {name: int(self.data.warning[int(value)].number) for name, value in mujoco.mjtWarning.__members__.items()
@@ -230,7 +250,7 @@ class MujocoSim(SimulatorBackend):
             self._model_key = key
             self._index_model(len(objects))
         else:
-            mujoco.mj_resetData(self.model, self.data)
+            mujoco.mj_resetData(self.model, self.data)  # the warning counters too
             self.model.body_gravcomp[:] = self._gravcomp0
             self.model.geom_contype[:] = self._contype0
             self.model.geom_conaffinity[:] = self._conaffinity0
@@ -238,6 +258,7 @@ class MujocoSim(SimulatorBackend):
             self.model.geom_rgba[self._visual_geom_ids[index]] = (*obj.color_rgb, 1.0)
         self._objects = list(objects)
         self._removed = np.zeros(len(objects), dtype=bool)
+        self._warnings_seen = {}
         self._set_gripper_state(np.array(scene.PARK_POSITION_M), 0.0, 0.0)
         for index in range(len(objects)):
             self._restore_object(index, scene.storage_position_m(index), np.array([1.0, 0, 0, 0]))
