@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: venv demo test bench reproduce
+.PHONY: venv demo test bench reproduce images
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,10 @@ test: venv
 RUN_DIR ?= $(HOME)/goal-push-grasp-reproduce
 reproduce: venv
 	$(PY) reproduce.py --run_dir $(RUN_DIR) --archive results/reproduce
+
+# The README's pictures (images/), from the archived stage-1 snapshot and logs when present.
+images: venv
+	$(PY) images/make_images.py
 
 bench: venv
 	$(PY) bench/sim.py
