@@ -45,8 +45,10 @@ def main_py(session: Path, iterations: int, kill: str = "", resume: bool = False
     argv = [sys.executable, str(PROJECT_ROOT / "main.py"), *RUN, "--max_iterations", str(iterations),
             "--logging_directory", str(session), *(["--continue_logging"] if resume else [])]
     if not wait:
+        # A test run started from a background job inherits SIGINT ignored, and main.py rightly
+        # leaves an ignored SIGINT alone: give the child the terminal's default back.
         return subprocess.Popen(argv, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return subprocess.run(argv, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
 
 
