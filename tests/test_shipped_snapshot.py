@@ -23,8 +23,8 @@ def test_the_demo_looks_for_the_snapshot_reproduce_ships():
 @pytest.mark.skipif(not SNAPSHOTS, reason="no shipped snapshot in snapshots/ yet (reproduce.py --ship makes it)")
 @pytest.mark.parametrize("snapshot", SNAPSHOTS, ids=lambda p: p.name)
 def test_the_shipped_snapshot_tests_a_challenging_case(tmp_path, snapshot):
-    meta = models.describe_snapshot(snapshot)
-    assert meta["architecture"] == "goal_conditioned"
+    architecture, backbone = models.describe_snapshot(snapshot)
+    assert architecture == "goal_conditioned" and backbone in models.BACKBONES
     assert snapshot.stat().st_size < 20e6
     logs = tmp_path / "logs"
     code = main.main(["--stage", "push_grasp", "--num_obj", "10", "--is_testing", "--test_preset_cases",
