@@ -467,6 +467,22 @@ def _portable(cases: Path) -> str:
     return str(cases.resolve())
 
 
+def _claim_settings(directory: Path, settings: dict, legacy: dict, option: str) -> bool:
+    """Write the run's settings into directory/settings.json, or refuse (one error line, False)
+    when it holds a run of other settings (a settings file lacking newer options had their
+    legacy values)."""
+    settings_file = directory / "settings.json"
+    if settings_file.is_file():
+        saved = {**legacy, **json.loads(settings_file.read_text())}
+        saved["cases"] = _portable(Path(saved["cases"]))
+        if saved != settings:
+            print(f"error: {directory} holds a run with other settings {settings_file.read_text()}; "
+                  f"use another {option} or the same options", file=sys.stderr)
+            return False
+    settings_file.write_text(json.dumps(settings))
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run_dir", type=Path, default=DEFAULT_RUN_DIR,
@@ -513,27 +529,14 @@ def main(argv: list[str] | None = None) -> int:
     # Run dirs made before these options had their defaults.
     legacy = {"learning_rate": "0.0001", "replay_candidates": "paper", "stage1_explore": "model", "replay_steps": "1"}
     settings["cases"] = _portable(Path(args.cases))
-    settings_file = args.run_dir / "settings.json"
-    saved = {**legacy, **json.loads(settings_file.read_text())} if settings_file.is_file() else settings
-    saved["cases"] = _portable(Path(saved["cases"]))
-    if saved != settings:
-        print(f"error: {args.run_dir} holds a run with other settings {settings_file.read_text()}; "
-              f"use another --run_dir or the same options", file=sys.stderr)
+    if not _claim_settings(args.run_dir, settings, legacy, "--run_dir"):
         return 2
-    settings_file.write_text(json.dumps(settings))
     steps = build_steps(args)
     if args.archive is not None:
         args.archive = args.archive.expanduser().resolve()
-        archive_settings = args.archive / "settings.json"
-        if archive_settings.is_file():
-            kept = {**legacy, **json.loads(archive_settings.read_text())}
-            kept["cases"] = _portable(Path(kept["cases"]))
-            if kept != settings:
-                print(f"error: archive {args.archive} holds a run with other settings {archive_settings.read_text()}; "
-                      f"use another --archive or the same options", file=sys.stderr)
-                return 2
         args.archive.mkdir(parents=True, exist_ok=True)
-        archive_settings.write_text(json.dumps(settings))
+        if not _claim_settings(args.archive, settings, legacy, "--archive"):
+            return 2
         restored = restore_from_archive(args, steps)
         if restored:
             print(f"from the archive {args.archive}: {', '.join(restored)}")
