@@ -105,12 +105,19 @@ class Config:
     grasp_reward_threshold: float = _f(1.8, "Qg: a goal grasp Q above this ends a push episode with a grasp")
     max_push_episode_length: int = _f(5, "pushes before the grasp that ends a push_only episode")
     alternating_training: bool = _f(False, "push_only: freeze the push net and train the grasp net in pushed scenes")
+    alternating_grasp_labels: Literal["grasp_only", "push_only"] = _f(
+        "grasp_only", "--alternating_training's grasp labels: stage 1's rule (1 for the goal), which keeps the grasp "
+                      "Q on the scale the test rule's 1.5 threshold expects, or SPEC 5's push_only rule (1.5, -1 on "
+                      "a miss, + gamma * next push Q), which pulls it below 1.5 (README, Differences)")
     cooperative_training: bool = _f(False, "train the push and grasp nets together")
     max_iterations: int = _f(0, "stop cleanly after this many iterations in all (0: run until stopped or, "
                                 "when testing, until --max_test_trials)")
 
     # --- testing
-    is_testing: bool = _f(False, "test: no learning, trials end when the goal is grasped")
+    is_testing: bool = _f(False, "test: trials end when the goal is grasped; no replay, no snapshots")
+    test_learning: bool = _f(True, "testing back-propagates each action's label and restores the snapshot at the "
+                                   "end of every trial (the paper's and VPG's code: a push or grasp that failed "
+                                   "is not repeated); --no_test_learning tests a frozen policy")
     max_test_trials: int = _f(30, "trials per test run (the paper's n)")
     max_goal_grasp_failures: int = _f(10, "a test trial fails after this many failed grasps in a row")
     test_preset_cases: bool = _f(False, "test on a preset scene from --test_preset_file")
@@ -155,7 +162,7 @@ class Config:
 
 
 ALIASES = {"continue_logging": ["--continu_logging"]}
-NEGATABLE = ("goal_relabelling",)  # default-on switches: --no_<name> turns them off
+NEGATABLE = ("goal_relabelling", "test_learning")  # default-on switches: --no_<name> turns them off
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,8 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
         kind = hints[f.name]
         helptext = f.metadata["help"]
         if kind is bool and f.name in NEGATABLE:
-            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
-                                help=helptext)
+            # --no_<name> in the project's underscore style (and argparse's --no-<name>).
+            group = parser.add_mutually_exclusive_group()
+            group.add_argument(*flags, dest=f.name, action="store_true", default=f.default, help=helptext)
+            group.add_argument(f"--no_{f.name}", f"--no-{f.name}", dest=f.name, action="store_false",
+                               help=f"turn --{f.name} off")
         elif kind is bool:
             parser.add_argument(*flags, dest=f.name, action="store_true", default=f.default, help=helptext)
         elif getattr(kind, "__origin__", None) is Literal:
@@ -450,7 +460,8 @@ class Runner:
             replay_capacity=cfg.replay_capacity,
             replay_max_bytes=int(cfg.replay_max_mb * 1e6) if cfg.replay_max_mb > 0 else None,
             device=cfg.device, future_reward_discount=cfg.future_reward_discount,
-            alternating_training=cfg.alternating_training, cooperative_training=cfg.cooperative_training,
+            alternating_training=cfg.alternating_training, alternating_grasp_labels=cfg.alternating_grasp_labels,
+            cooperative_training=cfg.cooperative_training,
             pretrained_weights=cfg.pretrained_weights or "auto", precision=cfg.precision, seed=cfg.random_seed,
             snapshot_file=cfg.snapshot_file if cfg.load_snapshot else None,
             explore_snapshot_file=cfg.explore_snapshot_file if cfg.load_explore_snapshot else None))
@@ -607,6 +618,7 @@ class Runner:
             self.logger.append("aborted-trial", [self.progress.iteration])
             self.logger.sync()
         self._say(f"trial aborted at iteration {self.progress.iteration}: {reason}; a new scene")
+        self._forget_trial()
         if self._video is not None:
             self._video.frames, self._video.durations = [], []
         self._faulty_trials_in_a_row += 1
@@ -615,7 +627,14 @@ class Runner:
                             f"see {self._faults_path()}")
         self._new_scene()
 
+    def _forget_trial(self) -> None:
+        """Test learning (--test_learning) changes the nets within a trial only: every trial starts
+        from the snapshot's weights and a fresh optimiser, so trials stay independent samples."""
+        if self.trainer is not None and not self.training and self.cfg.test_learning:
+            self.trainer.restore_snapshot()
+
     def _end_trial(self, reason: str) -> None:
+        self._forget_trial()
         self.logger.append("clearance", [self.progress.iteration])
         self.progress.trials_finished += 1
         self._say(f"trial {self.progress.trials_finished} ended at iteration {self.progress.iteration}: {reason}")
@@ -877,7 +896,8 @@ class Runner:
         next_goal_grasp_max = next_goal_grasp_max or 0.0
         reward, label = reward_and_label(self.reward_stage, pending.primitive, outcome,
                                          cfg.future_reward_discount, cfg.alternating_training,
-                                         push_reward=cfg.push_reward)
+                                         push_reward=cfg.push_reward,
+                                         alternating_grasp_labels=cfg.alternating_grasp_labels)
         p.no_change_count, p.no_change_in_a_row = rules.count_change(
             p.no_change_count, p.no_change_in_a_row, pending.primitive, change)
 
@@ -905,9 +925,14 @@ class Runner:
             self._scalar("push/decreased_occupancy", decreased_occupancy, it)
         self._scalar(f"{pending.primitive}/reward", reward, it)
 
-        if self.trainer is None or not self.training:
+        if self.trainer is None:
             return
         state = pending.obs
+        if not self.training:
+            if cfg.test_learning:  # the trial's own lesson only: no replay, nothing stored
+                self.trainer.backprop(state.color_heightmap, state.depth_heightmap, state.goal_mask,
+                                      pending.primitive, pending.action, label)
+            return
         loss = self.trainer.backprop(state.color_heightmap, state.depth_heightmap, state.goal_mask,
                                      pending.primitive, pending.action, label)
         if loss is not None:

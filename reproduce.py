@@ -113,7 +113,8 @@ def build_steps(args: argparse.Namespace) -> list[Step]:
         return Step(name, argv, "train", n(iterations), [source], "push_only")
 
     steps.append(push_only("stage2", "stage1", STAGE2_ITERATIONS))
-    steps.append(push_only("stage3-grasp", "stage2", STAGE3_GRASP_ITERATIONS, "--alternating_training"))
+    steps.append(push_only("stage3-grasp", "stage2", STAGE3_GRASP_ITERATIONS, "--alternating_training",
+                           "--alternating_grasp_labels", args.alternating_grasp_labels))
     steps.append(push_only("stage3-push", "stage3-grasp", STAGE3_PUSH_ITERATIONS))
 
     cases = sorted(Path(args.cases).glob("*.txt"))
@@ -134,6 +135,8 @@ def build_steps(args: argparse.Namespace) -> list[Step]:
                     "--test_preset_file", str(case), "--max_test_trials", str(args.trials),
                     "--max_iterations", str(args.trials * MAX_ACTIONS_PER_TRIAL),
                     "--random_seed", str(1000 * seed + case_index), "--cpu"]
+            if row in row_source and not args.test_learning:
+                argv.append("--no_test_learning")
             steps.append(Step(f"test-{row}-{case.stem}", argv, "test", args.trials, row_source.get(row, []),
                               row=row, case=case.stem))
     # The sample-efficiency ablations come last: Table I first.
@@ -501,6 +504,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage1_explore", default="heuristic", choices=["model", "heuristic"],
                         help="stage 1 explores with the goal-agnostic explore model (the paper's) or the depth "
                              "heuristic's grasp")
+    parser.add_argument("--alternating_grasp_labels", default="grasp_only", choices=["grasp_only", "push_only"],
+                        help="stage 3's grasp half labels (main.py --alternating_grasp_labels)")
+    parser.add_argument("--test_learning", action=argparse.BooleanOptionalAction, default=True,
+                        help="the learned rows' tests back-propagate within each trial (main.py --test_learning)")
     parser.add_argument("--archive", type=Path, default=None,
                         help="keep each finished step's transition logs (and the snapshots later steps start from) "
                              "here, and take finished steps from it on start: commit it, and a fresh checkout "
@@ -525,9 +532,10 @@ def main(argv: list[str] | None = None) -> int:
     args.run_dir.mkdir(parents=True, exist_ok=True)
     settings = {k: str(v) for k, v in vars(args).items()
                 if k in ("cases", "trials", "backbone", "seed", "scale", "learning_rate", "replay_candidates",
-                         "stage1_explore", "replay_steps")}
+                         "stage1_explore", "replay_steps", "alternating_grasp_labels", "test_learning")}
     # Run dirs made before these options had their defaults.
-    legacy = {"learning_rate": "0.0001", "replay_candidates": "paper", "stage1_explore": "model", "replay_steps": "1"}
+    legacy = {"learning_rate": "0.0001", "replay_candidates": "paper", "stage1_explore": "model", "replay_steps": "1",
+              "alternating_grasp_labels": "push_only", "test_learning": "False"}
     settings["cases"] = _portable(Path(args.cases))
     if not _claim_settings(args.run_dir, settings, legacy, "--run_dir"):
         return 2

@@ -204,14 +204,20 @@ class Outcome:
 
 
 PUSH_REWARDS = ('grasp_net', 'change')
+ALTERNATING_GRASP_LABELS = ('grasp_only', 'push_only')
 
 
 def reward_and_label(stage: str, primitive: str, outcome: Outcome,
                      gamma: float = FUTURE_REWARD_DISCOUNT, alternating_training: bool = False,
-                     push_rewards: bool = True, push_reward: str = 'grasp_net') -> tuple[float, float]:
+                     push_rewards: bool = True, push_reward: str = 'grasp_net',
+                     alternating_grasp_labels: str = 'push_only') -> tuple[float, float]:
     """(reward, label) of one transition by the rule of its stage (the functions above).
 
-    push_reward (push_only): 'grasp_net', the paper's; 'change', VPG's change-only reward."""
+    push_reward (push_only): 'grasp_net', the paper's; 'change', VPG's change-only reward.
+    alternating_grasp_labels (push_only grasps under alternating_training, ALTERNATING_GRASP_LABELS):
+    'push_only', SPEC 5's 1.5 / -1.0 + gamma * next push Q; 'grasp_only', stage 1's rule (1 for
+    the goal + gamma * next goal grasp Q), which keeps the grasp Q on the scale that the test
+    rule's threshold of 1.5 was set for (the paper's code never updates the grasp head here)."""
     if primitive not in PRIMITIVES:
         raise ValueError(f"primitive must be 'push' or 'grasp', got {primitive!r}")
     o = outcome
@@ -219,6 +225,12 @@ def reward_and_label(stage: str, primitive: str, outcome: Outcome,
         reward = grasp_only_reward(o.goal_grasped) if primitive == 'grasp' else 0.0
         return reward, grasp_only_label(o.grasp_success, reward, o.next_max_grasp_q, gamma)
     if stage == 'push_only':
+        if alternating_grasp_labels not in ALTERNATING_GRASP_LABELS:
+            raise ValueError(f'alternating_grasp_labels must be one of {ALTERNATING_GRASP_LABELS}, '
+                             f'got {alternating_grasp_labels!r}')
+        if primitive == 'grasp' and alternating_training and alternating_grasp_labels == 'grasp_only':
+            reward = grasp_only_reward(o.goal_grasped)
+            return reward, grasp_only_label(o.grasp_success, reward, o.next_max_grasp_q, gamma)
         if primitive == 'push' and o.goal_left_workspace:
             # The push threw the goal out of the workspace: a terminal failure, whatever the
             # occupancy of a goal that is no longer there says (SPEC 5 is silent here).
@@ -240,8 +252,11 @@ def reward_and_label(stage: str, primitive: str, outcome: Outcome,
     raise ValueError(f'unknown stage {stage!r}')
 
 
-def grasp_success_reward(reward_stage: str) -> float:
-    """The reward a successful (goal) grasp earns under a stage's rules."""
+def grasp_success_reward(reward_stage: str, alternating_training: bool = False,
+                         alternating_grasp_labels: str = 'push_only') -> float:
+    """The reward a successful (goal) grasp earns under a stage's rules (reward_and_label's)."""
+    if reward_stage == 'push_only' and alternating_training and alternating_grasp_labels == 'grasp_only':
+        return GRASP_ONLY_SUCCESS_REWARD
     return {'grasp_only': GRASP_ONLY_SUCCESS_REWARD, 'push_only': PUSH_ONLY_GRASP_REWARD,
             'push_grasp': VPG_GRASP_REWARD}[reward_stage]
 

@@ -31,7 +31,7 @@ from utils import NUM_ROTATIONS, UserError
 
 # The rules of SPEC 5 live in rules.py; re-exported here for the callers that know them as trainer's.
 from rules import *  # noqa: E402,F401,F403
-from rules import (PRIMITIVES, REPLAY_CANDIDATES, STAGES, FUTURE_REWARD_DISCOUNT,  # noqa: E402
+from rules import (ALTERNATING_GRASP_LABELS, PRIMITIVES, REPLAY_CANDIDATES, STAGES, FUTURE_REWARD_DISCOUNT,  # noqa: E402
                    grasp_only_label, grasp_only_reward, grasp_success_reward, replay_target_reward)
 
 
@@ -328,6 +328,7 @@ class TrainerConfig:
     device: str = 'auto'
     future_reward_discount: float = FUTURE_REWARD_DISCOUNT
     alternating_training: bool = False
+    alternating_grasp_labels: str = 'push_only'
     cooperative_training: bool = False
     pretrained_weights: str = 'auto'
     snapshot_file: Optional[str] = None
@@ -347,7 +348,8 @@ class TrainerConfig:
     def validate(self) -> None:
         """Raise UserError (one line) on a bad value."""
         choices = {'stage': STAGES, 'backbone': models.BACKBONES, 'precision': models.PRECISIONS,
-                   'norm_mode': ('per_sample', 'running'), 'replay_candidates': REPLAY_CANDIDATES}
+                   'norm_mode': ('per_sample', 'running'), 'replay_candidates': REPLAY_CANDIDATES,
+                   'alternating_grasp_labels': ALTERNATING_GRASP_LABELS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise UserError(f"--{name} must be one of {', '.join(allowed)}, got '{getattr(self, name)}'")
@@ -432,11 +434,15 @@ class Trainer:
                                ([] if self.train_grasp else self.model.grasp_modules())
         for m in self._frozen_modules:
             m.requires_grad_(False)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay,
-                                          betas=tuple(config.adam_betas)) if params else None
+        self.optimizer = self._make_optimizer()
         self.model.eval()
         self.memory = ReplayMemory(config.replay_capacity, config.replay_compress, config.replay_max_bytes)
+
+    def _make_optimizer(self) -> Optional[torch.optim.Optimizer]:
+        config = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay,
+                                betas=tuple(config.adam_betas)) if params else None
 
     @staticmethod
     def _resolve_device(name: str) -> torch.device:
@@ -564,7 +570,9 @@ class Trainer:
             index = self.memory.sample(primitive, None, rng, other_than=current_reward)
         else:
             target = replay_target_reward(primitive, current_reward,
-                                          grasp_success_reward(self.config.reward_stage or self.config.stage),
+                                          grasp_success_reward(self.config.reward_stage or self.config.stage,
+                                                               self.config.alternating_training,
+                                                               self.config.alternating_grasp_labels),
                                           self.config.goal_oriented)
             if target is None:
                 return None
@@ -591,6 +599,12 @@ class Trainer:
         every trial, since it also trained while testing).  No-op without a snapshot file."""
         if self.config.snapshot_file:
             self.load_snapshot(self.config.snapshot_file)
+
+    def restore_snapshot(self) -> None:
+        """Back to config.snapshot_file's weights and a fresh optimiser (Adam's moments of one
+        trial must not steer the next): the end of a test trial under test learning."""
+        self.reload_snapshot()
+        self.optimizer = self._make_optimizer()
 
     def state_dict(self) -> dict:
         """Everything needed to resume exactly: iteration, model, optimizer, replay memory."""

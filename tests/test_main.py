@@ -150,6 +150,53 @@ def test_testing_on_a_preset_case_and_evaluate(tmp_path):
     assert not list((session / "models").glob("snapshot-*.pth"))
 
 
+def test_default_on_switches_turn_off_in_underscore_style():
+    assert main.parse_config([]).test_learning and main.parse_config([]).goal_relabelling
+    assert not main.parse_config(["--no_test_learning"]).test_learning
+    assert not main.parse_config(["--no_goal_relabelling"]).goal_relabelling  # reproduce.py's ablation
+    assert not main.parse_config(["--no-goal_relabelling"]).goal_relabelling
+
+
+@pytest.mark.parametrize("test_learning", [True, False])
+def test_testing_learns_within_a_trial_only(tmp_path, monkeypatch, test_learning):
+    """--test_learning (the paper's code): every labelled test action is back-propagated, nothing
+    is stored or replayed, and each trial starts again from the snapshot's weights."""
+    import torch
+    from trainer import Trainer
+
+    snapshot = tiny_snapshot(tmp_path, "goal_conditioned")
+    calls = {"backprop": 0, "restore": 0, "replay": 0}
+    for name in calls:
+        original = getattr(Trainer, {"restore": "restore_snapshot"}.get(name, name))
+
+        def counted(self, *a, _name=name, _original=original, **kw):
+            calls[_name] += 1
+            return _original(self, *a, **kw)
+        monkeypatch.setattr(Trainer, {"restore": "restore_snapshot"}.get(name, name), counted)
+    cfg = main.parse_config(["--stage", "push_grasp", *GOAL, "--is_testing", "--test_preset_cases",
+                             "--test_preset_file", str(CASE), "--load_snapshot", "--snapshot_file", str(snapshot),
+                             "--experience_replay", "--max_test_trials", "2", "--max_iterations", "6",
+                             "--logs_dir", str(tmp_path / "logs"), *FAST]
+                            + ([] if test_learning else ["--no_test_learning"]))
+    runner = main.Runner(cfg)
+    try:
+        runner.run()
+        labelled = len(rows(Path(runner.logger.session_directory), "executed-action"))
+        assert calls["backprop"] == (labelled if test_learning else 0)
+        assert calls["replay"] == 0 and len(runner.trainer.memory) == 0
+        assert calls["restore"] == (runner.progress.trials_finished if test_learning else 0)
+        reference = models.build_model("goal_conditioned", "tiny", pretrained="none", seed=0).state_dict()
+
+        def unchanged() -> bool:
+            return all(torch.equal(v, reference[k]) for k, v in runner.trainer.model.state_dict().items())
+        if runner.progress.trials_finished == 0:  # the run stopped inside its first trial
+            assert unchanged() != test_learning
+        runner._end_trial("test")
+        assert unchanged()  # the trial's lessons are gone
+    finally:
+        runner.close()
+
+
 def test_heuristic_policy_completes_a_preset_trial(tmp_path):
     session = run(tmp_path, "--stage", "push_grasp", "--policy", "heuristic", "--is_testing", "--test_preset_cases",
                   "--test_preset_file", str(CASE), *GOAL, "--max_test_trials", "1", "--max_iterations", "15")

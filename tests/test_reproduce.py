@@ -12,7 +12,8 @@ PROJECT_CASES = Path(__file__).resolve().parents[1] / "simulation" / "test-cases
 
 def _args(tmp_path: Path, **kw) -> argparse.Namespace:
     base = dict(run_dir=tmp_path / "run", cases=str(PROJECT_CASES), trials=30, backbone="tiny", seed=1, scale=1.0,
-                learning_rate=1e-4, replay_candidates="paper", stage1_explore="model", replay_steps=1, archive=None)
+                learning_rate=1e-4, replay_candidates="paper", stage1_explore="model", replay_steps=1, archive=None,
+                alternating_grasp_labels="grasp_only", test_learning=True)
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -29,6 +30,12 @@ def test_the_plan_trains_in_the_papers_order_then_tests_every_row_on_every_case(
     assert "--no_goal_relabelling" in by["stage1-norelabel"].argv
     assert by["stage2-change"].argv[by["stage2-change"].argv.index("--push_reward") + 1] == "change"
     assert "--alternating_training" in by["stage3-grasp"].argv and "--alternating_training" not in by["stage3-push"].argv
+    grasp_half = by["stage3-grasp"].argv
+    assert grasp_half[grasp_half.index("--alternating_grasp_labels") + 1] == "grasp_only"
+    # The learned rows learn within each trial (the paper's code); the heuristic rows have no net.
+    assert not any("--no_test_learning" in s.argv for s in tests)
+    frozen = reproduce.build_steps(_args(tmp_path, test_learning=False))
+    assert {s.row for s in frozen if "--no_test_learning" in s.argv} == {"grasping-only", "no-alternating", "full"}
     # Each row meets the same jittered scenes of a case: the same seed per case across rows.
     seeds = {}
     for s in tests:
@@ -73,7 +80,7 @@ def test_a_run_dir_refuses_other_settings(tmp_path, capsys):
                                                        "backbone": "tiny", "seed": "1", "scale": "1.0"}))
     # Older run dirs: their settings were the defaults of their day.
     old_defaults = ["--backbone", "tiny", "--replay_steps", "1", "--replay_candidates", "paper",
-                    "--stage1_explore", "model"]
+                    "--stage1_explore", "model", "--alternating_grasp_labels", "push_only", "--no-test_learning"]
     assert reproduce.main(["--run_dir", str(run_dir), "--status", *old_defaults]) == 0
     assert reproduce.main(["--run_dir", str(run_dir), "--status"]) == 2  # today's defaults differ
     assert reproduce.main(["--run_dir", str(run_dir), "--status", *old_defaults, "--seed", "2"]) == 2

@@ -102,6 +102,33 @@ def test_change_only_push_reward_table(outcome, expected):
     assert got == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.parametrize('primitive,outcome,alternating,expected', [
+    # --alternating_grasp_labels grasp_only: stage 1's rule for the grasp half's grasps ...
+    ('grasp', O(grasp_success=True, goal_grasped=True, next_max_grasp_q=0.8, next_max_push_q=0.3), True, (1.0, 1.4)),
+    ('grasp', O(grasp_success=True, goal_grasped=False, next_max_grasp_q=0.8, next_max_push_q=0.3), True, (0.0, 0.4)),
+    ('grasp', O(grasp_success=False, pre_push_grasp_q=0.6, next_max_grasp_q=0.8, next_max_push_q=0.3), True, (0.0, 0.0)),
+    # ... only under --alternating_training: plain push_only grasps keep SPEC 5's 1.5 + push future
+    ('grasp', O(grasp_success=True, goal_grasped=True, next_max_grasp_q=0.8, next_max_push_q=0.3), False, (1.5, 1.65)),
+    # ... and pushes are never relabelled
+    ('push', O(improved_grasp_q=0.2, change_detected=True, decreased_occupancy=0.2, pre_push_grasp_q=0.3,
+               next_max_push_q=0.8, next_max_grasp_q=1.9), True, (0.5, 0.9)),
+])
+def test_alternating_grasp_labels_table(primitive, outcome, alternating, expected):
+    got = T.reward_and_label('push_only', primitive, outcome, G, alternating, alternating_grasp_labels='grasp_only')
+    assert got == pytest.approx(expected, abs=1e-12)
+    if primitive == 'grasp' and alternating:  # SPEC 5's rule stays one option away
+        spec = T.reward_and_label('push_only', primitive, outcome, G, True, alternating_grasp_labels='push_only')
+        assert spec[0] in (1.5, -1.0)
+    with pytest.raises(ValueError):
+        T.reward_and_label('push_only', primitive, outcome, G, alternating, alternating_grasp_labels='vpg')
+
+
+def test_grasp_success_reward_follows_the_alternating_labels():
+    assert T.grasp_success_reward('push_only', True, 'grasp_only') == 1.0
+    assert T.grasp_success_reward('push_only', True, 'push_only') == 1.5
+    assert T.grasp_success_reward('push_only', False, 'grasp_only') == 1.5
+
+
 @pytest.mark.parametrize('primitive,current,success,goal_oriented,expected', [
     ('push', 0.5, 1.5, True, 0.0),
     ('push', 0.0, 1.5, True, 0.5),
@@ -285,6 +312,9 @@ def test_trainer_snapshot_round_trip(tmp_path):
     assert not np.array_equal(b.forward(color, depth, mask)[0], pa)
     b.reload_snapshot()                                             # ... and resets per trial
     assert np.array_equal(b.forward(color, depth, mask)[0], pa)
+    b.backprop(color, depth, mask, 'push', (1, 30, 30), 1.0)
+    b.restore_snapshot()                       # weights and a fresh optimiser: no Adam moments left
+    assert np.array_equal(b.forward(color, depth, mask)[0], pa) and not b.optimizer.state
     with pytest.raises(UserError, match='goal_conditioned'):
         make_trainer(stage='push_grasp', goal_conditioned=False,
                      snapshot_file=str(tmp_path / 'snapshot-000001.grasp_only.pth'))
