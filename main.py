@@ -27,7 +27,7 @@ import logger as logger_table
 import rules
 import utils
 import validation
-from robot import Robot
+from robot import PUSH_LENGTH_M, Robot
 from rules import (GOAL_OCCUPANCY_THRESHOLD, best_pixel, choose_primitive_goal_agnostic,
                    choose_primitive_goal_conditioned, choose_primitive_push_only, explore_probability,
                    grasp_explore_probability, masked_max, random_primitive, reward_and_label)
@@ -103,6 +103,9 @@ class Config:
     load_explore_snapshot: bool = _f(False, "load --explore_snapshot_file as the explore model")
     explore_snapshot_file: str = _f("", "goal-agnostic snapshot used by --grasp_explore")
     grasp_reward_threshold: float = _f(1.8, "Qg: a goal grasp Q above this ends a push episode with a grasp")
+    push_end_margin_m: float = _f(0.06, "learned pushes are chosen among those whose full-length end lies this far "
+                                        "inside the workspace (the robot stops a push at the border, and the object "
+                                        "ahead of the finger would leave it); -0.2 allows every push, the paper's code")
     max_push_episode_length: int = _f(5, "pushes before the grasp that ends a push_only episode")
     alternating_training: bool = _f(False, "push_only: freeze the push net and train the grasp net in pushed scenes")
     alternating_grasp_labels: Literal["grasp_only", "push_only"] = _f(
@@ -221,6 +224,8 @@ def check_config(cfg: Config) -> None:
         raise UserError(f"--replay_capacity must be between 1 and 10000000, got {cfg.replay_capacity}")
     if not (np.isfinite(cfg.replay_max_mb) and cfg.replay_max_mb >= 0):
         raise UserError(f"--replay_max_mb must be >= 0 (0: no byte bound), got {cfg.replay_max_mb}")
+    if not (np.isfinite(cfg.push_end_margin_m) and -0.5 <= cfg.push_end_margin_m <= 0.15):
+        raise UserError(f"--push_end_margin_m must be between -0.5 and 0.15 m, got {cfg.push_end_margin_m}")
     if not 1 <= cfg.replay_steps <= 64:
         raise UserError(f"--replay_steps must be between 1 and 64, got {cfg.replay_steps}")
     if cfg.load_snapshot and not cfg.snapshot_file:
@@ -802,6 +807,13 @@ class Runner:
             explore_q = self.trainer.explore_grasp_q(obs.color_heightmap, obs.depth_heightmap)
             action, _ = best_pixel(explore_q, allowed if allowed.any() else None)
             return primitive, action, float(q[action]), False, False
+        if primitive == "push" and allowed.any():
+            # Only pushes whose full-length end stays inside the workspace (README, Differences).
+            margin_px = int(round(cfg.push_end_margin_m / cfg.heightmap_resolution))
+            length_px = int(round(PUSH_LENGTH_M / cfg.heightmap_resolution))
+            inside = allowed[None] & utils.push_end_inside(allowed.shape[0], length_px, margin_px)
+            if inside.any():
+                allowed = inside
         action, value = best_pixel(q, allowed if allowed.any() else None)
         return primitive, action, value, not explored, False
 

@@ -297,19 +297,20 @@ def replay_target_reward(primitive: str, current_reward: float, success_reward: 
 def best_pixel(q: np.ndarray, allowed: Optional[np.ndarray] = None) -> tuple[tuple[int, int, int], float]:
     """Arg-max of Q over rotations and the allowed pixels.
 
-    q: (R, H, W); allowed: (H, W) bool (any nonzero counts), the same for every rotation, or None
-    for all pixels.  Returns ((rot, row, col), value); ties go to the first in C order.
-    Raises ValueError when no pixel is allowed (callers reset the scene before that happens).
+    q: (R, H, W); allowed: (H, W) bool (any nonzero counts), the same for every rotation, or
+    (R, H, W) per rotation, or None for all pixels.  Returns ((rot, row, col), value); ties go to
+    the first in C order.  Raises ValueError when no pixel is allowed (callers reset the scene
+    before that happens).
     """
     if allowed is None:
         flat = int(np.argmax(q))
     else:
         allowed = np.asarray(allowed).astype(bool)
-        if allowed.shape != q.shape[1:]:
-            raise ValueError(f'allowed mask {allowed.shape} does not match Q maps {q.shape[1:]}')
+        if allowed.shape not in (q.shape[1:], q.shape):
+            raise ValueError(f'allowed mask {allowed.shape} does not match Q maps {q.shape}')
         if not allowed.any():
             raise ValueError('no allowed pixel to act on')
-        flat = int(np.argmax(np.where(allowed[None], q, -np.inf)))
+        flat = int(np.argmax(np.where(allowed if allowed.ndim == 3 else allowed[None], q, -np.inf)))
     rot, row, col = np.unravel_index(flat, q.shape)
     return (int(rot), int(row), int(col)), float(q[rot, row, col])
 

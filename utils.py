@@ -6,6 +6,8 @@ x = xmin + col * res, y = ymin + row * res.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 # SPEC section 2: the one definition of the workspace; everything else imports these.
@@ -297,6 +299,26 @@ GOAL_CHANGE_MAX_DROP_M = 0.3
 GOAL_CHANGE_MIN_PIXELS = 50
 AGNOSTIC_CHANGE_MIN_PIXELS = 300
 OBJECT_HEIGHT_THRESHOLD_M = 0.02
+
+
+@functools.lru_cache(maxsize=8)
+def push_end_inside(size_px: int, push_length_px: int, margin_px: int,
+                    num_rotations: int = NUM_ROTATIONS) -> np.ndarray:
+    """(R, H, H) bool, read-only: the push of rotation r started at pixel (row, col) ends, at full
+    length, at least margin_px inside the heightmap (= the workspace).
+
+    A push moves push_length_px along (cos theta, sin theta) = (+col, +row), theta = r * 360 / R deg.
+    The robot clamps a push's end to the workspace, so a push aimed at a near border stops its
+    finger there and leaves the object ahead of the finger beyond it: the goal is thrown out.
+    """
+    theta = np.arange(num_rotations) * (2 * np.pi / num_rotations)
+    rows, cols = np.mgrid[0:size_px, 0:size_px]
+    end_rows = rows[None] + push_length_px * np.sin(theta)[:, None, None]
+    end_cols = cols[None] + push_length_px * np.cos(theta)[:, None, None]
+    low, high = margin_px, size_px - 1 - margin_px
+    inside = (end_rows >= low) & (end_rows <= high) & (end_cols >= low) & (end_cols <= high)
+    inside.flags.writeable = False
+    return inside
 
 
 def dilate(mask: np.ndarray, radius_px: int) -> np.ndarray:

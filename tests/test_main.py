@@ -146,8 +146,12 @@ def test_testing_on_a_preset_case_and_evaluate(tmp_path):
     assert 1 <= iterations <= 5
     goal = int(open(CASE).read().split("goal_obj_idx:")[1].split()[0])
     assert set(rows(session, "goal-obj").ravel()) == {goal}
-    # Testing does not learn: no snapshot is written.
+    # Testing writes no snapshot (it learns within a trial only).
     assert not list((session / "models").glob("snapshot-*.pth"))
+    # Learned pushes end, at full length, 6 cm inside the workspace (--push_end_margin_m).
+    inside = __import__("utils").push_end_inside(224, 65, 30)
+    pushes = [a for a in rows(session, "executed-action").astype(int) if a[0] == 0]
+    assert all(inside[rot, row, col] for _, rot, row, col in pushes)
 
 
 def test_default_on_switches_turn_off_in_underscore_style():

@@ -146,3 +146,30 @@ def test_synthetic_top_down_camera_heightmap():
     box_pixels = np.argwhere(utils.valid_depth(depth_hm) > 0.03)
     # The box's footprint is 20 x 20 px (4 cm) give or take the perspective of a 1 m camera.
     assert 15 <= np.ptp(box_pixels[:, 0]) + 1 <= 25 and 15 <= np.ptp(box_pixels[:, 1]) + 1 <= 25
+
+
+def test_push_end_inside_keeps_pushes_away_from_the_near_border():
+    """A push ends push_length_px along (cos theta, sin theta) = (+col, +row); pushes whose end
+    would lie outside the margin are not allowed (the robot would stop the finger at the border
+    and leave the object ahead of it outside)."""
+    inside = utils.push_end_inside(224, 65, 15)
+    assert inside.shape == (16, 224, 224) and not inside.flags.writeable
+    row, col = 112, 20                        # near the left border (col = x)
+    assert inside[0, row, col]                # rot 0 pushes to +x, away from it
+    assert not inside[8, row, col]            # rot 8 pushes to -x, out of the workspace
+    assert inside[4, 112, 112] and not inside[4, 160, 112]    # rot 4 to +row: 160 + 65 > 208
+    assert inside[12, 112, 112] and not inside[12, 60, 112]   # rot 12 to -row: 60 - 65 < 15
+    everything = utils.push_end_inside(224, 65, -200)        # a negative margin allows all
+    assert everything.all()
+
+
+def test_best_pixel_takes_a_mask_per_rotation():
+    from rules import best_pixel
+
+    q = np.zeros((16, 8, 8), np.float32)
+    q[3, 2, 2], q[5, 4, 4] = 2.0, 1.0
+    allowed = np.ones((16, 8, 8), bool)
+    assert best_pixel(q, allowed)[0] == (3, 2, 2)
+    allowed[3] = False
+    assert best_pixel(q, allowed)[0] == (5, 4, 4)
+    assert best_pixel(q, np.ones((8, 8), bool))[0] == (3, 2, 2)
