@@ -123,6 +123,8 @@ class Config:
                                    "is not repeated); --no_test_learning tests a frozen policy")
     max_test_trials: int = _f(30, "trials per test run (the paper's n)")
     max_goal_grasp_failures: int = _f(10, "a test trial fails after this many failed grasps in a row")
+    max_trial_actions: int = _f(0, "a test trial fails after this many actions (0: no cap, the paper's code); "
+                                   "a policy that keeps pushing then ends its trial instead of the whole run")
     test_preset_cases: bool = _f(False, "test on a preset scene from --test_preset_file")
     test_preset_file: str = _f("", "test-case file: `mesh r g b x y z rx ry rz` per object")
     preset_jitter_mm: float = _f(3.0, "each test trial moves every object of the preset case by a random offset "
@@ -226,6 +228,8 @@ def check_config(cfg: Config) -> None:
         raise UserError(f"--replay_max_mb must be >= 0 (0: no byte bound), got {cfg.replay_max_mb}")
     if not (np.isfinite(cfg.push_end_margin_m) and -0.5 <= cfg.push_end_margin_m <= 0.15):
         raise UserError(f"--push_end_margin_m must be between -0.5 and 0.15 m, got {cfg.push_end_margin_m}")
+    if cfg.max_trial_actions < 0:
+        raise UserError(f"--max_trial_actions must be >= 0 (0: no cap), got {cfg.max_trial_actions}")
     if not 1 <= cfg.replay_steps <= 64:
         raise UserError(f"--replay_steps must be between 1 and 64, got {cfg.replay_steps}")
     if cfg.load_snapshot and not cfg.snapshot_file:
@@ -376,6 +380,7 @@ class Progress:
     grasp_failures_in_a_row: int = 0
     goal_obj: int = 0
     goal_successes: list = field(default_factory=list)  # last 100 grasp outcomes on the goal
+    trial_start_iteration: int = 0  # the iteration the current scene (test trial) began at
     rng_state: dict = field(default_factory=dict)
 
 
@@ -579,6 +584,7 @@ class Runner:
         self.progress.no_change_in_a_row = {"push": 0, "grasp": 0}
         self.progress.grasp_failures_in_a_row = 0
         self.progress.push_step = 0
+        self.progress.trial_start_iteration = self.progress.iteration
         self.progress.episode += 1
         self.pending = None
 
@@ -752,7 +758,7 @@ class Runner:
         return rules.reset_reason(self.training, self.goal_conditioned, self.robot.flown_off_objects(),
                                   utils.occupied_pixels(obs.depth_heightmap), p.no_change_count, goal_visible,
                                   goal_was_grasped, p.grasp_failures_in_a_row, self.cfg.max_goal_grasp_failures,
-                                  object_grasped)
+                                  object_grasped, p.iteration - p.trial_start_iteration, self.cfg.max_trial_actions)
 
     # --- choosing and acting ------------------------------------------------------------------
     def _choose(self, obs: Observation, push_q, grasp_q,

@@ -133,6 +133,7 @@ def build_steps(args: argparse.Namespace) -> list[Step]:
             # The same seed per case for every row: each row meets the same jittered scenes.
             argv = [*row_argv[row], "--num_obj", "10", "--is_testing", "--test_preset_cases",
                     "--test_preset_file", str(case), "--max_test_trials", str(args.trials),
+                    "--max_trial_actions", str(MAX_ACTIONS_PER_TRIAL),
                     "--max_iterations", str(args.trials * MAX_ACTIONS_PER_TRIAL),
                     "--random_seed", str(1000 * seed + case_index), "--cpu"]
             if row in row_source and not args.test_learning:

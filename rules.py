@@ -444,7 +444,8 @@ def count_change(no_change_count: int, no_change_in_a_row: dict, primitive: str,
 def reset_reason(training: bool, goal_oriented: bool, flown_off: list, occupied_pixels: int,
                  no_change_count: int, goal_visible: bool, goal_was_grasped: bool,
                  grasp_failures_in_a_row: int, max_goal_grasp_failures: int,
-                 object_grasped: bool = False) -> Optional[str]:
+                 object_grasped: bool = False, actions_in_trial: int = 0,
+                 max_trial_actions: int = 0) -> Optional[str]:
     """Why the scene (and a test trial) ends now, or None. First match wins:
 
     | condition                                                        | reason                  |
@@ -455,6 +456,7 @@ def reset_reason(training: bool, goal_oriented: bool, flown_off: list, occupied_
     | goal-oriented, goal no longer seen, and it was just grasped      | goal grasped            |
     | goal-oriented, goal no longer seen otherwise                     | goal left the workspace |
     | testing, max_goal_grasp_failures failed grasps in a row          | failed trial            |
+    | testing, max_trial_actions > 0 actions in this trial             | failed trial (the cap)  |
     | training, goal-oriented, any object just grasped                 | a new scene (the paper's code) |
     """
     if flown_off:
@@ -467,6 +469,8 @@ def reset_reason(training: bool, goal_oriented: bool, flown_off: list, occupied_
         return "goal grasped" if goal_was_grasped else "the goal left the workspace"
     if not training and grasp_failures_in_a_row >= max_goal_grasp_failures:
         return f"{grasp_failures_in_a_row} failed grasps in a row"
+    if not training and 0 < max_trial_actions <= actions_in_trial:
+        return f"{actions_in_trial} actions without grasping the goal"
     if training and goal_oriented and object_grasped:
         # So that training scenes do not thin out; the label still bootstraps from this state.
         return "an object was grasped (training: a new scene)"

@@ -41,6 +41,8 @@ def test_the_plan_trains_in_the_papers_order_then_tests_every_row_on_every_case(
     for s in tests:
         seeds.setdefault(s.case, set()).add(s.argv[s.argv.index("--random_seed") + 1])
     assert all(len(v) == 1 for v in seeds.values())
+    # A trial that keeps pushing fails at the per-trial cap instead of eating the case's budget.
+    assert all(s.argv[s.argv.index("--max_trial_actions") + 1] == str(reproduce.MAX_ACTIONS_PER_TRIAL) for s in tests)
     # Each stage loads the previous stage's snapshot.
     assert by["stage2"].snapshot_from == ["stage1"] and by["stage3-push"].snapshot_from == ["stage3-grasp"]
 

@@ -79,6 +79,10 @@ BASE = dict(training=True, goal_oriented=True, flown_off=[], occupied_pixels=500
     ({"object_grasped": True, "training": False}, None),
     ({"object_grasped": True, "goal_oriented": False}, None),
     ({"flown_off": [1], "object_grasped": True}, "flew off"),  # first match wins
+    ({"actions_in_trial": 30, "max_trial_actions": 30, "training": False}, "actions without grasping"),
+    ({"actions_in_trial": 29, "max_trial_actions": 30, "training": False}, None),
+    ({"actions_in_trial": 99, "max_trial_actions": 0, "training": False}, None),   # 0: no cap
+    ({"actions_in_trial": 99, "max_trial_actions": 30}, None),                     # testing only
 ])
 def test_reset_reason_table(changes, expected):
     reason = rules.reset_reason(**{**BASE, **changes})
