@@ -611,7 +611,8 @@ def ship(args: argparse.Namespace, steps: list[Step]) -> None:
                       f"{_cell(full['goal_grasp_success_pct'])} %, motion number {_cell(full['motion_number'], 2)} "
                       f"(the whole table: README, 'Results')."]
     else:
-        lines += ["", "Table I: not measured yet for this snapshot (the test steps of the pipeline have not run)."]
+        lines += ["", "Table I: the full method's row is not measured yet for this snapshot (the pipeline's test steps "
+                      "have not all run); the README ('Where the reproduction stands') gives what was measured so far."]
     lines += ["", "Test it on a case:", "", "```bash",
               f"python main.py --stage push_grasp --num_obj 10 --is_testing --test_preset_cases --test_preset_file "
               f"simulation/test-cases/test-10-obj-00.txt --load_snapshot --snapshot_file snapshots/{name} "
