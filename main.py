@@ -106,6 +106,9 @@ class Config:
     push_end_margin_m: float = _f(0.06, "learned pushes are chosen among those whose full-length end lies this far "
                                         "inside the workspace (the robot stops a push at the border, and the object "
                                         "ahead of the finger would leave it); -0.2 allows every push, the paper's code")
+    goal_grasp_q_threshold: float = _f(1.5, "push_grasp, goal-oriented: grasp once the best goal grasp Q reaches this "
+                                            "and the goal's occupancy is at most 0.3, else push (SPEC 5's 1.5, set for "
+                                            "the paper's Q scale)")
     max_push_episode_length: int = _f(5, "pushes before the grasp that ends a push_only episode")
     alternating_training: bool = _f(False, "push_only: freeze the push net and train the grasp net in pushed scenes")
     alternating_grasp_labels: Literal["grasp_only", "push_only"] = _f(
@@ -228,6 +231,8 @@ def check_config(cfg: Config) -> None:
         raise UserError(f"--replay_max_mb must be >= 0 (0: no byte bound), got {cfg.replay_max_mb}")
     if not (np.isfinite(cfg.push_end_margin_m) and -0.5 <= cfg.push_end_margin_m <= 0.15):
         raise UserError(f"--push_end_margin_m must be between -0.5 and 0.15 m, got {cfg.push_end_margin_m}")
+    if not (np.isfinite(cfg.goal_grasp_q_threshold) and -10 <= cfg.goal_grasp_q_threshold <= 10):
+        raise UserError(f"--goal_grasp_q_threshold must be between -10 and 10, got {cfg.goal_grasp_q_threshold}")
     if cfg.max_trial_actions < 0:
         raise UserError(f"--max_trial_actions must be >= 0 (0: no cap), got {cfg.max_trial_actions}")
     if not 1 <= cfg.replay_steps <= 64:
@@ -789,7 +794,8 @@ class Runner:
                 return primitive, action, float(push_q[action]), False, True
         else:
             if self.goal_conditioned:
-                primitive = choose_primitive_goal_conditioned(best_goal_grasp_q, obs.goal_occupancy)
+                primitive = choose_primitive_goal_conditioned(best_goal_grasp_q, obs.goal_occupancy,
+                                                              cfg.goal_grasp_q_threshold)
             else:
                 primitive = choose_primitive_goal_agnostic(float(push_q.max()), float(grasp_q.max()), cfg.is_testing)
             # Epsilon-greedy as in VPG and the paper's code: only push_grasp explores, and it

@@ -201,6 +201,15 @@ def test_testing_learns_within_a_trial_only(tmp_path, monkeypatch, test_learning
         runner.close()
 
 
+@pytest.mark.parametrize("argv", [["--goal_grasp_q_threshold", "nan"], ["--max_trial_actions", "-1"],
+                                  ["--push_end_margin_m", "0.5"]])
+def test_test_policy_options_are_checked(argv):
+    from validation import UserError
+
+    with pytest.raises(UserError):
+        main.check_config(main.parse_config(argv))
+
+
 def test_heuristic_policy_completes_a_preset_trial(tmp_path):
     session = run(tmp_path, "--stage", "push_grasp", "--policy", "heuristic", "--is_testing", "--test_preset_cases",
                   "--test_preset_file", str(CASE), *GOAL, "--max_test_trials", "1", "--max_iterations", "15")
