@@ -949,16 +949,13 @@ class Runner:
             self._scalar("push/decreased_occupancy", decreased_occupancy, it)
         self._scalar(f"{pending.primitive}/reward", reward, it)
 
-        if self.trainer is None:
+        if self.trainer is None or (not self.training and not cfg.test_learning):
             return
         state = pending.obs
-        if not self.training:
-            if cfg.test_learning:  # the trial's own lesson only: no replay, nothing stored
-                self.trainer.backprop(state.color_heightmap, state.depth_heightmap, state.goal_mask,
-                                      pending.primitive, pending.action, label)
-            return
         loss = self.trainer.backprop(state.color_heightmap, state.depth_heightmap, state.goal_mask,
                                      pending.primitive, pending.action, label)
+        if not self.training:  # test learning: the trial's own lesson only, no replay, nothing stored
+            return
         if loss is not None:
             self._scalar(f"train/{pending.primitive}_loss", loss, it)
         transition = Transition(state.color_heightmap, state.depth_heightmap, state.goal_mask,

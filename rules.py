@@ -207,6 +207,11 @@ PUSH_REWARDS = ('grasp_net', 'change')
 ALTERNATING_GRASP_LABELS = ('grasp_only', 'push_only')
 
 
+def _grasp_half_uses_stage1_labels(stage: str, alternating_training: bool, alternating_grasp_labels: str) -> bool:
+    """Whether push_only's grasps take stage 1's rule (--alternating_grasp_labels grasp_only)."""
+    return stage == 'push_only' and alternating_training and alternating_grasp_labels == 'grasp_only'
+
+
 def reward_and_label(stage: str, primitive: str, outcome: Outcome,
                      gamma: float = FUTURE_REWARD_DISCOUNT, alternating_training: bool = False,
                      push_rewards: bool = True, push_reward: str = 'grasp_net',
@@ -228,7 +233,8 @@ def reward_and_label(stage: str, primitive: str, outcome: Outcome,
         if alternating_grasp_labels not in ALTERNATING_GRASP_LABELS:
             raise ValueError(f'alternating_grasp_labels must be one of {ALTERNATING_GRASP_LABELS}, '
                              f'got {alternating_grasp_labels!r}')
-        if primitive == 'grasp' and alternating_training and alternating_grasp_labels == 'grasp_only':
+        if primitive == 'grasp' and _grasp_half_uses_stage1_labels(stage, alternating_training,
+                                                                    alternating_grasp_labels):
             reward = grasp_only_reward(o.goal_grasped)
             return reward, grasp_only_label(o.grasp_success, reward, o.next_max_grasp_q, gamma)
         if primitive == 'push' and o.goal_left_workspace:
@@ -255,7 +261,7 @@ def reward_and_label(stage: str, primitive: str, outcome: Outcome,
 def grasp_success_reward(reward_stage: str, alternating_training: bool = False,
                          alternating_grasp_labels: str = 'push_only') -> float:
     """The reward a successful (goal) grasp earns under a stage's rules (reward_and_label's)."""
-    if reward_stage == 'push_only' and alternating_training and alternating_grasp_labels == 'grasp_only':
+    if _grasp_half_uses_stage1_labels(reward_stage, alternating_training, alternating_grasp_labels):
         return GRASP_ONLY_SUCCESS_REWARD
     return {'grasp_only': GRASP_ONLY_SUCCESS_REWARD, 'push_only': PUSH_ONLY_GRASP_REWARD,
             'push_grasp': VPG_GRASP_REWARD}[reward_stage]
