@@ -2,11 +2,13 @@
 
 Read top to bottom: the run configuration (a typed dataclass whose field docs are `--help`,
 flag names as in the paper's README), then set-up, then one plain loop:
-observe -> label and learn from the previous action -> reset if needed -> choose -> act.
+observe -> label the previous action -> reset if needed -> choose -> act, while the previous
+action's label is learned (the physics of the action runs in a thread meanwhile).
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -116,6 +118,11 @@ class Config:
                       "Q on the scale the test rule's 1.5 threshold expects, or SPEC 5's push_only rule (1.5, -1 on "
                       "a miss, + gamma * next push Q), which pulls it below 1.5 (README, Differences)")
     cooperative_training: bool = _f(False, "train the push and grasp nets together")
+    overlap_learning: bool = _f(None, "run each action's physics in a thread while the previous transition is "
+                                      "back-propagated (VPG's code did so too); the labels are the same as with "
+                                      "--no_overlap_learning. Default: on when the network leaves CPU cores free "
+                                      "(CUDA, or fewer torch threads than cores), off where torch's threads fill "
+                                      "them, since there the physics only slows the backprop (bench/iteration.py)")
     max_iterations: int = _f(0, "stop cleanly after this many iterations in all (0: run until stopped or, "
                                 "when testing, until --max_test_trials)")
 
@@ -170,7 +177,19 @@ class Config:
 
 
 ALIASES = {"continue_logging": ["--continu_logging"]}
-NEGATABLE = ("goal_relabelling", "test_learning")  # default-on switches: --no_<name> turns them off
+NEGATABLE = ("goal_relabelling", "test_learning", "overlap_learning")  # default-on switches: --no_<name> turns them off
+
+
+def overlap_pays(device: str) -> bool:
+    """Whether an action's physics can run beside back-propagation on a free core: always with
+    CUDA; on a CPU only when torch's threads leave a core (measured, README "Speed")."""
+    import torch
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return device == "cuda" or torch.get_num_threads() < cores
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -374,6 +393,16 @@ class Pending:
 
 
 @dataclass
+class Lesson:
+    """A labelled action, logged and counted, still to be learned from (Runner._learn)."""
+    pending: Pending
+    label: float
+    reward: float
+    goal_grasped: bool
+    next_goal_grasp_max: float
+
+
+@dataclass
 class Progress:
     """Every counter the loop needs to resume exactly; saved as JSON beside the snapshots."""
     iteration: int = 0
@@ -453,6 +482,9 @@ class Runner:
         self.pending: Pending | None = None
         self._bar = None  # the progress bar (progress_bar.py), while run() runs on a terminal
         self._faulty_trials_in_a_row = 0
+        self._physics = None  # the thread that runs an action's physics while the last one is learned
+        self.overlap_learning = cfg.overlap_learning if cfg.overlap_learning is not None else \
+            (self.trainer is not None and overlap_pays(cfg.device))
         self._video = None
         if cfg.save_video:
             from trial_video import TrialVideo
@@ -720,16 +752,16 @@ class Runner:
                 heads = ("grasp",) if cfg.stage == "grasp_only" else ("push", "grasp")
                 push_q, grasp_q = self.trainer.forward(obs.color_heightmap, obs.depth_heightmap, obs.goal_mask,
                                                        heads=heads)
+            lesson = None
             if self.pending is not None:
-                self._label_and_learn(self.pending, obs, push_q, grasp_q, goal_visible)
+                lesson = self._label(self.pending, obs, push_q, grasp_q, goal_visible)
                 self.pending = None
-                if self.progress.iteration % cfg.snapshot_interval == 0:
-                    self._snapshot()
-                self._save_progress()
-                kill_point("between_actions", self.progress.iteration)
                 # The labelling just counted this action's change (or not): check again.
                 reset_reason = reset_reason or self._reset_reason(obs, goal_visible, goal_was_grasped, object_grasped)
+            learn = functools.partial(self._learn_and_checkpoint, lesson) if lesson is not None else None
             if reset_reason is not None:
+                if learn is not None:
+                    learn()
                 self._end_trial(reset_reason)
                 if self._video is not None:
                     self._video_end(obs, reset_reason)
@@ -737,8 +769,10 @@ class Runner:
                     self._new_scene()
                 continue
             if self._done():  # the last action is labelled; acting again would waste it
+                if learn is not None:
+                    learn()
                 break
-            self._act(obs, push_q, grasp_q)
+            self._act(obs, push_q, grasp_q, learn)
         if self.trainer is not None and self.training:
             self._snapshot()
         else:
@@ -843,21 +877,41 @@ class Runner:
             return "push", utils.push_heuristic(obs.depth_heightmap, push_allowed), 0.0, True, True
         return primitive, utils.grasp_heuristic(obs.depth_heightmap, grasp_allowed), 0.0, True, True
 
-    def _act(self, obs: Observation, push_q, grasp_q) -> None:
+    def _act(self, obs: Observation, push_q, grasp_q, learn=None) -> None:
+        """Choose and execute the next action; `learn` (the previous action's lesson, or None) runs
+        meanwhile. The action is chosen from Q maps computed before that lesson either way, and
+        neither the physics nor the lesson reads what the other writes, so overlapping the two
+        changes no label (tests/test_main.py compares both ways)."""
         cfg, p = self.cfg, self.progress
         best_goal_grasp_q = masked_max(grasp_q, obs.goal_mask) if (grasp_q is not None and self.goal_conditioned) else 0.0
         primitive, action, predicted, is_exploit, use_heuristic = self._choose(obs, push_q, grasp_q, best_goal_grasp_q)
         if cfg.save_visualizations:
             self._visualize(obs, primitive, action, push_q, grasp_q)
-        self.logger.save_images(p.iteration, obs.color_image, obs.depth_image, "0")
-        self.logger.save_heightmaps(p.iteration, obs.color_heightmap, obs.depth_heightmap, "0")
-        grasp_success, grasp_obj = False, -1
-        with sim_fault(self.robot.backend, p.iteration):
-            if primitive == "push":
-                self.robot.push(action, obs.depth_heightmap)
-            else:
+        iteration = p.iteration
+
+        def execute() -> tuple[bool, int]:
+            self.logger.save_images(iteration, obs.color_image, obs.depth_image, "0")
+            self.logger.save_heightmaps(iteration, obs.color_heightmap, obs.depth_heightmap, "0")
+            with sim_fault(self.robot.backend, iteration):
+                if primitive == "push":
+                    self.robot.push(action, obs.depth_heightmap)
+                    return False, -1
                 result = self.robot.grasp(action, obs.depth_heightmap)
-                grasp_success, grasp_obj = result.success, result.object_index
+                return result.success, result.object_index
+
+        if learn is None:
+            grasp_success, grasp_obj = execute()
+        elif self.overlap_learning:
+            # MuJoCo's mj_step and torch's kernels release the GIL, so the two run on both cores.
+            physics = self._physics_thread().submit(execute)
+            try:
+                learn()
+            finally:
+                concurrent.futures.wait([physics])  # never leave the arm moving behind an error
+            grasp_success, grasp_obj = physics.result()
+        else:
+            learn()
+            grasp_success, grasp_obj = execute()
         faults = self.robot.take_faults()
         if faults:  # the action is no transition: nothing of it is logged or learned
             self._record_faults(faults, f"{primitive} at {tuple(int(v) for v in action)}")
@@ -897,7 +951,9 @@ class Runner:
                 p.episode += 1
 
     # --- labels and learning --------------------------------------------------------------------
-    def _label_and_learn(self, pending: Pending, obs: Observation, push_q, grasp_q, goal_visible: bool) -> None:
+    def _label(self, pending: Pending, obs: Observation, push_q, grasp_q, goal_visible: bool) -> "Lesson":
+        """Measure the previous action's outcome on this observation, log its row, count it; what is
+        left to learn from it is returned (`_learn`)."""
         cfg, p = self.cfg, self.progress
         if self.goal_conditioned:
             change, change_pixels = utils.goal_change_detected(
@@ -948,7 +1004,20 @@ class Runner:
             self._scalar("push/improved_grasp_reward", improved, it)
             self._scalar("push/decreased_occupancy", decreased_occupancy, it)
         self._scalar(f"{pending.primitive}/reward", reward, it)
+        return Lesson(pending, label, reward, goal_grasped, next_goal_grasp_max)
 
+    def _learn_and_checkpoint(self, lesson: "Lesson") -> None:
+        self._learn(lesson)
+        if self.progress.iteration % self.cfg.snapshot_interval == 0:
+            self._snapshot()
+        self._save_progress()
+        kill_point("between_actions", self.progress.iteration)
+
+    def _learn(self, lesson: "Lesson") -> None:
+        """Back-propagate the labelled action, remember it, relabel it, replay (SPEC 5, 7)."""
+        cfg = self.cfg
+        pending, label, reward, goal_grasped = lesson.pending, lesson.label, lesson.reward, lesson.goal_grasped
+        next_goal_grasp_max, it = lesson.next_goal_grasp_max, self.progress.iteration
         if self.trainer is None or (not self.training and not cfg.test_learning):
             return
         state = pending.obs
@@ -1008,7 +1077,14 @@ class Runner:
         if path is not None:
             self._say(f"video of trial {trial}: {path}")
 
+    def _physics_thread(self) -> "concurrent.futures.ThreadPoolExecutor":
+        if self._physics is None:
+            self._physics = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="physics")
+        return self._physics
+
     def close(self) -> None:
+        if self._physics is not None:
+            self._physics.shutdown(wait=True)
         self.robot.close()
         self.logger.close()
 

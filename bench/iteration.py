@@ -21,11 +21,15 @@ Both styles run on the same MuJoCo scene (iterations alternate, old then ours), 
              (the training forward's Q is the new priority)
   physics    Robot.grasp (or push) of the best goal pixel
   logging    images, heightmaps, the goal mask and transition rows through logger.Logger
+A third style, overlapped, is ours as main.py runs it by default (--overlap_learning): logging and
+physics in a thread while backprop and replay run. Its phases overlap, so compare `wall` (the
+iteration's wall-clock time; for old and ours it is about `total`, the sum of the phases).
 Writes bench/results/iteration-<date>.json (--out) and prints it; --machine_load says what else ran.
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import importlib.util
 import json
@@ -55,6 +59,7 @@ from simulation.mujoco_sim import MujocoSim  # noqa: E402
 from utils import NUM_ROTATIONS  # noqa: E402
 
 PHASES = ('render', 'heightmap', 'forward', 'backprop', 'replay', 'physics', 'logging')
+STYLES = ('old', 'ours', 'overlapped')  # overlapped: ours with the physics in a thread during backprop + replay
 
 
 def _bench_forward_module():
@@ -119,8 +124,9 @@ class Session:
                     torch.nn.init.kaiming_normal_(head[-1].weight)
         self.logger = Logger(logging_directory=log_dir, verbose=False)
         self.bench_forward = _bench_forward_module()
-        self.pending = {'old': None, 'ours': None}
+        self.pending = {style: None for style in STYLES}
         self.iteration = 0
+        self.physics_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self.heads = ('grasp',) if args.stage == 'grasp_only' else ('push', 'grasp')
 
     def observe(self, clock: Clock, style: str):
@@ -137,23 +143,25 @@ class Session:
         return clock('heightmap', perceive)
 
     def forward(self, clock: Clock, style: str, color_hm, depth_hm, goal_mask):
-        if style == 'ours':
+        if style != 'old':
             return clock('forward', self.trainer.forward, color_hm, depth_hm, goal_mask, heads=self.heads)
         x = models.prepare_inputs(color_hm, depth_hm, goal_mask, self.trainer.device)
         return clock('forward', self.bench_forward.old_forward, self.trainer.model, x, color_hm.shape[0])
 
     def iterate(self, style: str) -> dict | None:
         """One iteration of `style`; None (and a new scene) when the goal has left the table."""
+        started = time.perf_counter()
         clock = Clock()
         trainer, robot = self.trainer, self.robot
         color, depth, color_hm, depth_hm, masks = self.observe(clock, style)
         if 0 not in masks or len(masks) < 2:
             self.robot.reset_scene(self.rng)
-            self.pending = {'old': None, 'ours': None}
+            self.pending = {style: None for style in STYLES}
             return None
         goal_mask = masks[0]
         push_q, grasp_q = self.forward(clock, style, color_hm, depth_hm, goal_mask)
         pending = self.pending[style]
+        learn = None
         if pending is not None:
             if style == 'old':  # the old code's label: a full forward of the next state
                 _, next_grasp_q = self.forward(clock, 'old', color_hm, depth_hm, goal_mask)
@@ -162,17 +170,11 @@ class Session:
             reward = 1.0 if pending['success'] else 0.0
             label = reward + trainer.gamma * masked_max(next_grasp_q, goal_mask) * (not pending['success'])
             p = pending
-            if style == 'old':
-                clock('backprop', old_backprop, trainer, p['color_hm'], p['depth_hm'], p['mask'], 'grasp',
-                      p['action'], label)
-            else:
-                clock('backprop', trainer.backprop, p['color_hm'], p['depth_hm'], p['mask'], 'grasp',
-                      p['action'], label)
 
             def replay():
                 trainer.remember(T.Transition(p['color_hm'], p['depth_hm'], p['mask'], 'grasp', p['action'],
                                               label, reward, p['predicted'], self.iteration))
-                if style == 'ours':
+                if style != 'old':
                     return trainer.replay('grasp', reward, self.rng)
                 index = trainer.memory.sample('grasp', None, self.rng, other_than=reward)
                 if index is None:
@@ -184,7 +186,12 @@ class Session:
                 return old_backprop(trainer, t.color_heightmap, t.depth_heightmap, t.goal_mask, t.primitive,
                                     t.action, t.label)
 
-            clock('replay', replay)
+            def learn():
+                step = old_backprop if style == 'old' else T.Trainer.backprop
+                clock('backprop', step, trainer, p['color_hm'], p['depth_hm'], p['mask'], 'grasp', p['action'], label)
+                clock('replay', replay)
+
+        # The action comes from this state's forward, learned from or not (main.Runner._act).
         action, predicted = best_pixel(grasp_q, goal_mask)
 
         def log():
@@ -194,11 +201,22 @@ class Session:
             self.logger.append('executed-action', [1, *action])
             self.logger.append('predicted-value', [predicted])
 
-        clock('logging', log)
-        result = clock('physics', robot.grasp, action, depth_hm)
+        def act():
+            clock('logging', log)
+            return clock('physics', robot.grasp, action, depth_hm)
+
+        if style == 'overlapped' and learn is not None:  # main.py's default (--overlap_learning)
+            physics = self.physics_thread.submit(act)
+            learn()
+            result = physics.result()
+        else:
+            if learn is not None:
+                learn()
+            result = act()
         self.pending[style] = {'color_hm': color_hm, 'depth_hm': depth_hm, 'mask': goal_mask, 'action': action,
                                'predicted': predicted, 'success': bool(result.success and result.object_index == 0)}
         self.iteration += 1
+        clock.phases['wall'] = time.perf_counter() - started
         return clock.phases if pending is not None else None  # the first one has nothing to learn
 
 
@@ -215,11 +233,11 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         session = Session(args, Path(tmp) / 'session')
-        samples = {'old': [], 'ours': []}
+        samples = {style: [] for style in STYLES}
         attempts = 0
         while min(len(v) for v in samples.values()) < args.iterations and attempts < 20 * args.iterations + 10:
             attempts += 1
-            for style in ('old', 'ours'):
+            for style in STYLES:
                 phases = session.iterate(style)
                 if phases is not None and len(samples[style]) < args.iterations:
                     samples[style].append(phases)
@@ -235,11 +253,15 @@ def main() -> int:
         if not rows:
             continue
         med = {name: round(statistics.median(r[name] for r in rows), 4) for name in PHASES}
-        med['total'] = round(statistics.median(sum(r.values()) for r in rows), 4)
+        med['total'] = round(statistics.median(sum(r[name] for name in PHASES) for r in rows), 4)
+        med['wall'] = round(statistics.median(r['wall'] for r in rows), 4)
         result[f'{style}_median_s'] = med
     if samples['old'] and samples['ours']:
         result['ratio_old_over_ours'] = {name: round(result['old_median_s'][name] / result['ours_median_s'][name], 2)
-                                         for name in (*PHASES, 'total') if result['ours_median_s'][name] > 0}
+                                         for name in (*PHASES, 'total', 'wall') if result['ours_median_s'][name] > 0}
+    if samples['ours'] and samples['overlapped']:
+        result['wall_ours_over_overlapped'] = round(result['ours_median_s']['wall'] /
+                                                    result['overlapped_median_s']['wall'], 2)
     out = Path(args.out or ROOT / 'bench' / 'results' / f"iteration-{result['date']}-{args.backbone}.json")
     out.write_text(json.dumps(result, indent=1) + '\n')
     print(json.dumps(result))

@@ -3,6 +3,7 @@
 Each run is a few iterations: enough to go through observe -> label -> learn -> choose -> act,
 snapshots, logs and resume, with every stage's flags. Runs in-process (torch imports once).
 """
+import os
 from pathlib import Path
 
 import numpy as np
@@ -325,3 +326,41 @@ def test_stage1_can_explore_with_the_depth_heuristic(tmp_path):
     assert_consistent_logs(session, 4)
     heuristic = rows(session, "use-heuristic").ravel() > 0
     assert heuristic.any() and np.all(rows(session, "is-exploit").ravel()[heuristic] == 0)
+
+
+def test_overlapped_physics_gives_the_sequential_labels(tmp_path, monkeypatch):
+    """--overlap_learning runs an action's physics in a thread while the previous transition is
+    back-propagated and replayed: every logged row must equal the one-after-the-other loop's."""
+    import threading
+
+    snapshot = tiny_snapshot(tmp_path, "goal_conditioned")
+    argv = ["--stage", "push_only", "--num_obj", "6", *GOAL, "--goal_obj_idx", "1", "--experience_replay",
+            "--explore_rate_decay", "--load_snapshot", "--snapshot_file", str(snapshot),
+            "--max_push_episode_length", "2", "--grasp_reward_threshold", "100", "--max_iterations", "7", *FAST]
+    threads_that_acted = []
+    original_push = main.Robot.push
+
+    def push(self, *args, **kwargs):
+        threads_that_acted.append(threading.current_thread().name)
+        return original_push(self, *args, **kwargs)
+
+    monkeypatch.setattr(main.Robot, "push", push)
+    sequential = run(tmp_path / "sequential", *argv, "--no_overlap_learning")
+    assert not any(name.startswith("physics") for name in threads_that_acted)
+    threads_that_acted.clear()
+    overlapped = run(tmp_path / "overlapped", *argv, "--overlap_learning")
+    assert any(name.startswith("physics") for name in threads_that_acted)
+    for name in main.PER_ITERATION_LOGS:
+        assert np.array_equal(rows(sequential, name), rows(overlapped, name)), name
+    labels = rows(overlapped, "label-value").ravel()
+    assert len(labels) == 7 and np.isfinite(labels).all()
+
+
+def test_overlap_is_on_where_a_core_is_free(monkeypatch):
+    import torch
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: cores)
+    assert not main.overlap_pays("cpu") and main.overlap_pays("cuda")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: max(cores - 1, 0))
+    assert main.overlap_pays("cpu")
