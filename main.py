@@ -112,6 +112,10 @@ class Config:
                                             "and the goal's occupancy is at most 0.3, else push (SPEC 5's 1.5, set for "
                                             "the paper's Q scale)")
     max_push_episode_length: int = _f(5, "pushes before the grasp that ends a push_only episode")
+    max_pushes_before_grasp: int = _f(0, "push_grasp, goal-oriented: grasp after this many pushes in a row even "
+                                         "when the goal grasp Q is below --goal_grasp_q_threshold, as each push_only "
+                                         "training episode ends with a grasp after 5 (0: the paper's rule, push "
+                                         "until the Q reaches the threshold)")
     alternating_training: bool = _f(False, "push_only: freeze the push net and train the grasp net in pushed scenes")
     alternating_grasp_labels: Literal["grasp_only", "push_only"] = _f(
         "grasp_only", "--alternating_training's grasp labels: stage 1's rule (1 for the goal), which keeps the grasp "
@@ -254,6 +258,8 @@ def check_config(cfg: Config) -> None:
         raise UserError(f"--goal_grasp_q_threshold must be between -10 and 10, got {cfg.goal_grasp_q_threshold}")
     if cfg.max_trial_actions < 0:
         raise UserError(f"--max_trial_actions must be >= 0 (0: no cap), got {cfg.max_trial_actions}")
+    if cfg.max_pushes_before_grasp < 0:
+        raise UserError(f"--max_pushes_before_grasp must be >= 0 (0: the paper's rule), got {cfg.max_pushes_before_grasp}")
     if not 1 <= cfg.replay_steps <= 64:
         raise UserError(f"--replay_steps must be between 1 and 64, got {cfg.replay_steps}")
     if cfg.load_snapshot and not cfg.snapshot_file:
@@ -409,6 +415,7 @@ class Progress:
     trials_finished: int = 0
     episode: int = 0
     push_step: int = 0
+    pushes_since_grasp: int = 0  # in this scene
     no_change_count: int = 0
     no_change_in_a_row: dict = field(default_factory=lambda: {"push": 0, "grasp": 0})
     grasp_failures_in_a_row: int = 0
@@ -621,6 +628,7 @@ class Runner:
         self.progress.no_change_in_a_row = {"push": 0, "grasp": 0}
         self.progress.grasp_failures_in_a_row = 0
         self.progress.push_step = 0
+        self.progress.pushes_since_grasp = 0
         self.progress.trial_start_iteration = self.progress.iteration
         self.progress.episode += 1
         self.pending = None
@@ -829,7 +837,9 @@ class Runner:
         else:
             if self.goal_conditioned:
                 primitive = choose_primitive_goal_conditioned(best_goal_grasp_q, obs.goal_occupancy,
-                                                              cfg.goal_grasp_q_threshold)
+                                                              cfg.goal_grasp_q_threshold,
+                                                              pushes_in_a_row=p.pushes_since_grasp,
+                                                              max_pushes_before_grasp=cfg.max_pushes_before_grasp)
             else:
                 primitive = choose_primitive_goal_agnostic(float(push_q.max()), float(grasp_q.max()), cfg.is_testing)
             # Epsilon-greedy as in VPG and the paper's code: only push_grasp explores, and it
@@ -920,6 +930,7 @@ class Runner:
         self._faulty_trials_in_a_row = 0
         if primitive == "push":
             p.push_step += 1
+        p.pushes_since_grasp = p.pushes_since_grasp + 1 if primitive == "push" else 0
         if self.trainer is not None and self.training and obs.goal_mask is not None:
             # With the heightmaps, what a resume needs to rebuild this transition and its relabelling.
             self.logger.save_mask(p.iteration, "goal", obs.goal_mask)

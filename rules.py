@@ -335,10 +335,14 @@ def masked_max(q: np.ndarray, mask: Optional[np.ndarray]) -> float:
 
 def choose_primitive_goal_conditioned(best_goal_grasp_q: float, occupancy_ratio: Optional[float],
                                       grasp_q_threshold: float = GOAL_GRASP_Q_THRESHOLD,
-                                      occupancy_threshold: float = GOAL_OCCUPANCY_THRESHOLD) -> str:
+                                      occupancy_threshold: float = GOAL_OCCUPANCY_THRESHOLD,
+                                      pushes_in_a_row: int = 0, max_pushes_before_grasp: int = 0) -> str:
     """SPEC 5 push_grasp, goal-conditioned: grasp unless the best goal grasp Q < 1.5 or the goal's
     occupancy ratio > 0.3, then push.  occupancy_ratio None ignores occupancy (the old code's
-    --random_scene_testing)."""
+    --random_scene_testing). max_pushes_before_grasp > 0 (not the paper's rule): grasp anyway once
+    that many pushes came in a row, as each push_only training episode ends."""
+    if max_pushes_before_grasp > 0 and pushes_in_a_row >= max_pushes_before_grasp:
+        return 'grasp'
     if best_goal_grasp_q < grasp_q_threshold:
         return 'push'
     if occupancy_ratio is not None and occupancy_ratio > occupancy_threshold:

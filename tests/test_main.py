@@ -203,7 +203,7 @@ def test_testing_learns_within_a_trial_only(tmp_path, monkeypatch, test_learning
 
 
 @pytest.mark.parametrize("argv", [["--goal_grasp_q_threshold", "nan"], ["--max_trial_actions", "-1"],
-                                  ["--push_end_margin_m", "0.5"]])
+                                  ["--push_end_margin_m", "0.5"], ["--max_pushes_before_grasp", "-1"]])
 def test_test_policy_options_are_checked(argv):
     from validation import UserError
 
@@ -364,3 +364,16 @@ def test_overlap_is_on_where_a_core_is_free(monkeypatch):
     assert not main.overlap_pays("cpu") and main.overlap_pays("cuda")
     monkeypatch.setattr(torch, "get_num_threads", lambda: max(cores - 1, 0))
     assert main.overlap_pays("cpu")
+
+
+def test_a_test_trial_grasps_after_the_push_cap(tmp_path):
+    """--max_pushes_before_grasp 2 with a Q threshold no net reaches: two pushes, then a grasp."""
+    snapshot = tiny_snapshot(tmp_path, "goal_conditioned")
+    session = run(tmp_path, "--stage", "push_grasp", *GOAL, "--is_testing", "--test_preset_cases",
+                  "--test_preset_file", str(CASE), "--load_snapshot", "--snapshot_file", str(snapshot),
+                  "--goal_grasp_q_threshold", "10", "--max_pushes_before_grasp", "2", "--max_iterations", "5",
+                  "--no_test_learning", *FAST)
+    primitives = list(rows(session, "executed-action")[:, 0].astype(int))
+    trial_ends = [int(v) for v in rows(session, "clearance").ravel()] if (session / "transitions" /
+                                                                         "clearance.log.txt").exists() else []
+    assert primitives[:3] == [0, 0, 1] and (len(primitives) < 5 or primitives[3:5] == [0, 0] or trial_ends)

@@ -193,6 +193,10 @@ def test_primitive_choices_and_schedules():
     assert gc(1.4, 0.2) == 'push'
     assert gc(1.6, 0.31) == 'push'
     assert gc(1.6, None) == 'grasp'
+    # --max_pushes_before_grasp: grasp once that many pushes came in a row (0 never does).
+    assert gc(1.0, 0.6, pushes_in_a_row=4, max_pushes_before_grasp=5) == 'push'
+    assert gc(1.0, 0.6, pushes_in_a_row=5, max_pushes_before_grasp=5) == 'grasp'
+    assert gc(1.0, 0.6, pushes_in_a_row=50, max_pushes_before_grasp=0) == 'push'
     ga = T.choose_primitive_goal_agnostic
     assert ga(1.4, 1.0, is_testing=True) == 'grasp' and ga(1.6, 1.0, is_testing=True) == 'push'
     assert ga(1.1, 1.0, is_testing=False) == 'push' and ga(0.9, 1.0, is_testing=False) == 'grasp'
