@@ -60,7 +60,11 @@ ROWS = (
     ("grasping-only", "the stage-1 snapshot, grasps only (the paper's 'grasping only')"),
     ("no-alternating", "the stage-2 snapshot (the paper's 'no alternating training')"),
     ("full", "the stage-3 snapshot (the full method)"),
+    ("full-push-cap", "the stage-3 snapshot, grasping after 5 pushes in a row whatever its grasp Q "
+                      "(--max_pushes_before_grasp 5, as a stage-2 episode ends; not the paper's rule)"),
 )
+# The push cap of the full-push-cap row: a push_only training episode's length (SPEC 5).
+PUSHES_BEFORE_GRASP = 5
 
 
 @dataclass
@@ -126,8 +130,11 @@ def build_steps(args: argparse.Namespace) -> list[Step]:
         "grasping-only": ["--stage", "grasp_only", *GOAL, "--load_snapshot", "--snapshot_file", snap("stage1")],
         "no-alternating": ["--stage", "push_grasp", *GOAL, "--load_snapshot", "--snapshot_file", snap("stage2")],
         "full": ["--stage", "push_grasp", *GOAL, "--load_snapshot", "--snapshot_file", snap("stage3-push")],
+        "full-push-cap": ["--stage", "push_grasp", *GOAL, "--load_snapshot", "--snapshot_file", snap("stage3-push"),
+                          "--max_pushes_before_grasp", str(PUSHES_BEFORE_GRASP)],
     }
-    row_source = {"grasping-only": ["stage1"], "no-alternating": ["stage2"], "full": ["stage3-push"]}
+    row_source = {"grasping-only": ["stage1"], "no-alternating": ["stage2"], "full": ["stage3-push"],
+                  "full-push-cap": ["stage3-push"]}
     for row, _ in ROWS:
         for case_index, case in enumerate(cases):
             # The same seed per case for every row: each row meets the same jittered scenes.
