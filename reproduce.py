@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rules import MAX_PUSH_EPISODE_LENGTH
+
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_RUN_DIR = Path.home() / "goal-push-grasp-reproduce"
 DEFAULT_CASES = PROJECT_ROOT / "simulation" / "test-cases"
@@ -60,11 +62,12 @@ ROWS = (
     ("grasping-only", "the stage-1 snapshot, grasps only (the paper's 'grasping only')"),
     ("no-alternating", "the stage-2 snapshot (the paper's 'no alternating training')"),
     ("full", "the stage-3 snapshot (the full method)"),
-    ("full-push-cap", "the stage-3 snapshot, grasping after 5 pushes in a row whatever its grasp Q "
-                      "(--max_pushes_before_grasp 5, as a stage-2 episode ends; not the paper's rule)"),
+    ("full-push-cap", f"the stage-3 snapshot, grasping after {MAX_PUSH_EPISODE_LENGTH} pushes in a row whatever "
+                      f"its grasp Q (--max_pushes_before_grasp {MAX_PUSH_EPISODE_LENGTH}, as a stage-2 episode "
+                      f"ends; not the paper's rule)"),
 )
 # The push cap of the full-push-cap row: a push_only training episode's length (SPEC 5).
-PUSHES_BEFORE_GRASP = 5
+PUSHES_BEFORE_GRASP = MAX_PUSH_EPISODE_LENGTH
 
 
 @dataclass

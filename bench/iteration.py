@@ -21,7 +21,8 @@ Both styles run on the same MuJoCo scene (iterations alternate, old then ours), 
              (the training forward's Q is the new priority)
   physics    Robot.grasp (or push) of the best goal pixel
   logging    images, heightmaps, the goal mask and transition rows through logger.Logger
-A third style, overlapped, is ours as main.py runs it by default (--overlap_learning): logging and
+A third style, overlapped, is ours as main.py runs it with --overlap_learning (its default where
+a core is free: CUDA, or fewer torch threads than cores): logging and
 physics in a thread while backprop and replay run. Its phases overlap, so compare `wall` (the
 iteration's wall-clock time; for old and ours it is about `total`, the sum of the phases).
 Writes bench/results/iteration-<date>.json (--out) and prints it; --machine_load says what else ran.
@@ -205,7 +206,7 @@ class Session:
             clock('logging', log)
             return clock('physics', robot.grasp, action, depth_hm)
 
-        if style == 'overlapped' and learn is not None:  # main.py's default (--overlap_learning)
+        if style == 'overlapped' and learn is not None:  # main.py's --overlap_learning
             physics = self.physics_thread.submit(act)
             learn()
             result = physics.result()
@@ -241,6 +242,7 @@ def main() -> int:
                 phases = session.iterate(style)
                 if phases is not None and len(samples[style]) < args.iterations:
                     samples[style].append(phases)
+        session.physics_thread.shutdown()
         session.sim.close()
     result = {'bench': 'iteration', 'date': datetime.date.today().isoformat(), 'backbone': args.backbone,
               'stage': args.stage, 'device': args.device, 'num_obj': args.num_obj,
