@@ -41,7 +41,7 @@ def main_demo(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train_iterations", type=int, default=300)
     parser.add_argument("--test_trials", type=int, default=3)
-    parser.add_argument("--backbone", default="tiny16", choices=["tiny", "tiny16", "resnet18", "densenet121"])
+    parser.add_argument("--backbone", default="tiny16", choices=["tiny", "tiny16", "tiny16ctx", "resnet18", "densenet121"])
     args = parser.parse_args(argv)
     common = ["--backbone", args.backbone, "--random_seed", "7", "--cpu"]
 

@@ -67,7 +67,7 @@ class Config:
     # --- learning
     stage: Literal["grasp_only", "push_only", "push_grasp"] = _f("grasp_only", "training stage (SPEC 5)")
     policy: Literal["learned", "heuristic"] = _f("learned", "heuristic: VPG's depth heuristics, no network")
-    backbone: Literal["densenet121", "resnet18", "tiny", "tiny16"] = _f(
+    backbone: Literal["densenet121", "resnet18", "tiny", "tiny16", "tiny16ctx"] = _f(
         None, "trunk network; densenet121 is the paper's (default: the snapshot's own with --load_snapshot, "
               "else densenet121)")
     pretrained_weights: str = _f("", "ImageNet weights file for the trunks (default: torchvision cache if present)")

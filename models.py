@@ -54,8 +54,8 @@ import torchvision
 
 from utils import NUM_ROTATIONS, ROTATION_STEP_RAD, UserError
 
-BACKBONES = ('densenet121', 'resnet18', 'tiny', 'tiny16')
-LIGHT_BACKBONES = ('tiny', 'tiny16')  # no ImageNet weights: they start from random weights
+BACKBONES = ('densenet121', 'resnet18', 'tiny', 'tiny16', 'tiny16ctx')
+LIGHT_BACKBONES = ('tiny', 'tiny16', 'tiny16ctx')  # no ImageNet weights: they start from random weights
 ARCHITECTURES = ('goal_conditioned', 'goal_agnostic')
 NORM_MODES = ('per_sample', 'running', 'batch')
 PRECISIONS = ('fp32', 'bf16')
@@ -156,7 +156,7 @@ class Trunk(nn.Module):
         return self.features(x)
 
 
-def _tiny_features(stride: int = 32) -> nn.Sequential:
+def _tiny_features(stride: int = 32, context: bool = False) -> nn.Sequential:
     # A 4x4/4 patchify conv, three 3x3/2 convs and one 3x3/1 conv: stride 32, 64 channels, a
     # receptive field of 124 input px (62 heightmap px, 12 cm: a block and its neighbours).
     # About 0.5 s for a 16-rotation goal-conditioned forward on 2 CPU cores.
@@ -167,8 +167,16 @@ def _tiny_features(stride: int = 32) -> nn.Sequential:
     layers: list[tuple[str, nn.Module]] = []
     chans = [(3, 16, 4, 4, 0), (16, 32, 3, 2, 1), (32, 64, 3, 2, 1), (64, 64, 3, 2 if stride == 32 else 1, 1),
              (64, 64, 3, 1, 1)]
-    for i, (cin, cout, k, s, p) in enumerate(chans):
-        layers += [(f'conv{i}', nn.Conv2d(cin, cout, k, stride=s, padding=p, bias=False)),
+    # 'tiny16ctx': two more 3x3 convs at stride 16, dilated 2 and 4, widen the receptive field
+    # from 92 to 284 input px (28 cm, +-14 cm around a cell) for about 30 % more compute. A push
+    # moves 10 cm (SPEC 3): its Q at the start pixel must see what lies up to 10 cm ahead, which
+    # tiny16's +-4.5 cm cannot.
+    dilations = [1] * len(chans)
+    if context:
+        chans += [(64, 64, 3, 1, 2), (64, 64, 3, 1, 4)]
+        dilations += [2, 4]
+    for i, ((cin, cout, k, s, p), d) in enumerate(zip(chans, dilations)):
+        layers += [(f'conv{i}', nn.Conv2d(cin, cout, k, stride=s, padding=p, dilation=d, bias=False)),
                    (f'norm{i}', nn.BatchNorm2d(cout)),
                    (f'relu{i}', nn.ReLU(inplace=True))]
     return nn.Sequential(OrderedDict(layers))
@@ -186,6 +194,8 @@ def build_trunk(backbone: str) -> Trunk:
         return Trunk(_tiny_features(), 64)
     if backbone == 'tiny16':
         return Trunk(_tiny_features(16), 64, stride=16)
+    if backbone == 'tiny16ctx':
+        return Trunk(_tiny_features(16, context=True), 64, stride=16)
     raise UserError(f"unknown backbone '{backbone}'; choose one of {', '.join(BACKBONES)}")
 
 
@@ -415,9 +425,9 @@ class RotatedQNet(nn.Module):
             self.mask_trunk = build_trunk(backbone)
         c = self.push_color_trunk.out_channels
         n_feat = 3 if self.goal_conditioned else 2
-        # tiny16 (the light backbone the pipeline trains) starts its Q maps at 0; the others keep
-        # the paper's random (Kaiming) last conv.
-        zero_last = backbone == 'tiny16'
+        # tiny16 and tiny16ctx (the light backbones the pipeline trains) start their Q maps at 0;
+        # the others keep the paper's random (Kaiming) last conv.
+        zero_last = backbone in ('tiny16', 'tiny16ctx')
         self.pushnet = _head('push', n_feat * c, zero_last=zero_last)
         self.graspnet = _head('grasp', n_feat * c, zero_last=zero_last)
         self.imagenet_weights = load_imagenet_weights(self.trunks(), backbone, pretrained)

@@ -503,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="where every step's session, the snapshots and the report go (resumed when it exists)")
     parser.add_argument("--cases", default=str(DEFAULT_CASES), help="folder of test-case files (*.txt)")
     parser.add_argument("--trials", type=int, default=30, help="jittered trials per case and row (the paper's n)")
-    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=["tiny", "tiny16", "resnet18", "densenet121"])
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=["tiny", "tiny16", "tiny16ctx", "resnet18", "densenet121"])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every training budget")
     parser.add_argument("--learning_rate", type=float, default=1e-4, help="Adam learning rate of every training step")

@@ -386,3 +386,35 @@ def test_tiny16_has_stride_16_cells_and_its_q_maps_start_at_zero(tmp_path):
     models.save_snapshot(net, path)
     again = models.build_model_from_snapshot(path, 'cpu')
     assert again.backbone == 'tiny16' and again.upsample_factor == 8
+
+
+def _receptive_field_px(trunk: torch.nn.Module, size: int = 640) -> int:
+    """Width in input px of the region whose pixels change the centre output cell (by gradient)."""
+    trunk = trunk.eval()
+    for m in trunk.modules():  # constant weights: no zero-crossing ReLU hides a dependence
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.constant_(m.weight, 0.01)
+    x = torch.zeros(1, 3, size, size, requires_grad=True)
+    out = trunk(x + 1.0)
+    c = out.shape[-1] // 2
+    out[0, :, c, c].sum().backward()
+    cols = torch.nonzero(x.grad[0].abs().sum(dim=(0, 1)) > 0).flatten()
+    return int(cols.max() - cols.min() + 1)
+
+
+def test_tiny16ctx_sees_a_whole_push_length_and_keeps_tiny16s_cells(tmp_path):
+    # A push moves 0.1 m (SPEC 3) = 100 input px (1 mm each on the 2x-zoomed input): its Q at the
+    # start cell must see 100 px ahead, i.e. a field of more than 200 px centred on the cell.
+    narrow = _receptive_field_px(models.build_trunk('tiny16'))
+    wide = _receptive_field_px(models.build_trunk('tiny16ctx'))
+    assert narrow < 100 < 200 < wide
+    net = models.build_model('goal_conditioned', 'tiny16ctx', seed=1)
+    assert net.upsample_factor == 8
+    color, depth, mask = scene()
+    with torch.no_grad():
+        out = net.eval()(models.prepare_inputs(color, depth, mask), H, [0, 5], heads=('grasp', 'push'))
+    assert out['push'].shape == (2, H, H) and float(out['push'].abs().max()) == 0.0
+    path = tmp_path / 'ctx.pth'
+    models.save_snapshot(net, path)
+    again = models.build_model_from_snapshot(path, 'cpu')
+    assert again.backbone == 'tiny16ctx' and again.upsample_factor == 8
