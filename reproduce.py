@@ -380,7 +380,7 @@ def _cell(value: float | None, digits: int = 1) -> str:
 def format_table(table: dict) -> str:
     lines = ["| method | completion % | goal grasp success % | motion number | "
              "paper-code completion % | paper-code GS % | goal grasped at the first grasp % |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|"] if table["rows"] else []
     for row, values in table["rows"].items():
         lines.append(f"| {row} | {_cell(values['completion_pct'])} | {_cell(values['goal_grasp_success_pct'])} | "
                      f"{_cell(values['motion_number'], 2)} | {_cell(values['paper_code_completion_pct'])} | "
@@ -399,9 +399,11 @@ def format_table(table: dict) -> str:
                          f"{_cell(values['final_goal_success_ma_pct'])} "
                          f"({_cell(values.get('final_greedy_success_ma_pct'))}) | "
                          f"{_cell(values['final_grasp_q_ma'], 2)} |")
-    lines.append("")
-    lines.append(f"Each figure is the mean over {len(table['cases'])} cases of the per-case value, "
-                 f"{table['trials_per_case']} jittered trials per case (the paper's Table I averages its cases).")
+    if table["rows"]:
+        # a run whose test rows have not started has no cases to average yet
+        lines.append("")
+        lines.append(f"Each figure is the mean over {len(table['cases'])} cases of the per-case value, "
+                     f"{table['trials_per_case']} jittered trials per case (the paper's Table I averages its cases).")
     if table["rows"]:
         lines += ["", "Per case (completion / GS / MN):", "",
                   "| case | " + " | ".join(table["rows"]) + " |", "|---|" + "---|" * len(table["rows"])]

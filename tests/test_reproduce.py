@@ -138,3 +138,12 @@ def test_an_archive_refuses_other_settings(tmp_path, capsys):
     assert reproduce.main(["--run_dir", str(tmp_path / "b"), "--archive", str(archive), "--status",
                            "--seed", "3"]) == 2
     assert "archive" in capsys.readouterr().err
+
+
+def test_a_table_before_any_test_row_shows_the_learning_figures_only():
+    table = {"rows": {}, "cases": [], "trials_per_case": 30,
+             "learning": {"stage1": {"episodes": 600, "first_episode_at_80pct_last100": 103,
+                                     "final_goal_success_ma_pct": 80.0, "final_grasp_q_ma": 1.9}}}
+    text = reproduce.format_table(table)
+    assert "| stage1 | 600 | 103 |" in text
+    assert "| method |" not in text and "mean over 0 cases" not in text
