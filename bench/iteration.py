@@ -71,12 +71,16 @@ def _bench_forward_module():
 
 
 class Clock:
-    def __init__(self):
+    def __init__(self, cuda: bool = False):
         self.phases = {name: 0.0 for name in PHASES}
+        # CUDA kernels run asynchronously: without a sync a phase would be charged the previous one's kernels
+        self.sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     def __call__(self, name, function, *args, **kwargs):
+        self.sync()
         started = time.perf_counter()
         result = function(*args, **kwargs)
+        self.sync()
         self.phases[name] += time.perf_counter() - started
         return result
 
@@ -151,8 +155,12 @@ class Session:
 
     def iterate(self, style: str) -> dict | None:
         """One iteration of `style`; None (and a new scene) when the goal has left the table."""
+        cuda = str(self.trainer.device).startswith('cuda')
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
-        clock = Clock()
+        clock = Clock(cuda)
         trainer, robot = self.trainer, self.robot
         color, depth, color_hm, depth_hm, masks = self.observe(clock, style)
         if 0 not in masks or len(masks) < 2:
@@ -218,6 +226,8 @@ class Session:
                                'predicted': predicted, 'success': bool(result.success and result.object_index == 0)}
         self.iteration += 1
         clock.phases['wall'] = time.perf_counter() - started
+        if cuda:  # the whole iteration's peak: forwards, backprop and replay (issue 8: at most 6 GB for DenseNet)
+            clock.phases['cuda_max_allocated_mb'] = torch.cuda.max_memory_allocated() / 2 ** 20
         return clock.phases if pending is not None else None  # the first one has nothing to learn
 
 
@@ -258,6 +268,8 @@ def main() -> int:
         med['total'] = round(statistics.median(sum(r[name] for name in PHASES) for r in rows), 4)
         med['wall'] = round(statistics.median(r['wall'] for r in rows), 4)
         result[f'{style}_median_s'] = med
+        if 'cuda_max_allocated_mb' in rows[0]:
+            result[f'{style}_cuda_max_allocated_mb'] = round(max(r['cuda_max_allocated_mb'] for r in rows), 1)
     if samples['old'] and samples['ours']:
         result['ratio_old_over_ours'] = {name: round(result['old_median_s'][name] / result['ours_median_s'][name], 2)
                                          for name in (*PHASES, 'total', 'wall') if result['ours_median_s'][name] > 0}
