@@ -382,7 +382,10 @@ def format_table(table: dict) -> str:
              "paper-code completion % | paper-code GS % | goal grasped at the first grasp % |",
              "|---|---|---|---|---|---|---|"] if table["rows"] else []
     for row, values in table["rows"].items():
-        lines.append(f"| {row} | {_cell(values['completion_pct'])} | {_cell(values['goal_grasp_success_pct'])} | "
+        # a mean over fewer cases than the other rows is not comparable with them
+        measured = len(values["cases"])
+        name = row if measured == len(table["cases"]) else f"{row} ({measured} of {len(table['cases'])} cases)"
+        lines.append(f"| {name} | {_cell(values['completion_pct'])} | {_cell(values['goal_grasp_success_pct'])} | "
                      f"{_cell(values['motion_number'], 2)} | {_cell(values['paper_code_completion_pct'])} | "
                      f"{_cell(values['paper_code_goal_grasp_success_pct'])} | "
                      f"{_cell(values['first_grasp_goal_success_pct'])} |")

@@ -147,3 +147,15 @@ def test_a_table_before_any_test_row_shows_the_learning_figures_only():
     text = reproduce.format_table(table)
     assert "| stage1 | 600 | 103 |" in text
     assert "| method |" not in text and "mean over 0 cases" not in text
+
+
+def test_a_row_measured_on_fewer_cases_says_so():
+    cell = {"num_trials": 30, "completion_pct": 90.0, "goal_grasp_success_pct": 80.0, "motion_number": 3.1,
+            "paper_code_completion_pct": 95.0, "paper_code_goal_grasp_success_pct": 81.0,
+            "first_grasp_goal_success_pct": 0.0}
+    table = {"rows": {"heuristic": {"description": "", "cases": {"c0": cell, "c1": cell}, **cell},
+                      "full": {"description": "", "cases": {"c0": cell}, **cell}},
+             "cases": ["c0", "c1"], "trials_per_case": 30}
+    text = reproduce.format_table(table)
+    # a mean over fewer cases is not comparable with the others: the row names its coverage
+    assert "| heuristic | 90.0 |" in text and "| full (1 of 2 cases) | 90.0 |" in text
