@@ -24,10 +24,11 @@ test: venv
 	$(PY) -m pytest -q tests
 
 # The paper's pipeline, Table I and the learning curves (about 4-6 h on 2 cores); run it again
-# after an interruption and it continues. RUN_DIR defaults to ~/goal-push-grasp-reproduce.
-RUN_DIR ?= $(HOME)/goal-push-grasp-reproduce
+# after an interruption and it continues. The default backbone is tiny16ctx; the earlier tiny16
+# run's archive is results/reproduce (add --backbone tiny16 to continue or rebuild it).
+RUN_DIR ?= $(HOME)/goal-push-grasp-reproduce-tiny16ctx
 reproduce: venv
-	$(PY) reproduce.py --run_dir $(RUN_DIR) --archive results/reproduce
+	$(PY) reproduce.py --run_dir $(RUN_DIR) --archive results/reproduce-tiny16ctx
 
 # The README's pictures (images/), from the archived stage-1 snapshot and logs when present.
 images: venv

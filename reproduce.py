@@ -1,6 +1,6 @@
 """`make reproduce`: the paper's whole pipeline in one resumable command, then its Table I.
 
-    python reproduce.py [--run_dir ~/goal-push-grasp-reproduce] [--cases simulation/test-cases]
+    python reproduce.py [--run_dir ~/goal-push-grasp-reproduce-tiny16ctx] [--cases simulation/test-cases]
                         [--trials 30] [--backbone tiny] [--seed 1] [--scale 1.0] [--status]
 
 Steps, in order (each one `python main.py ...` in its own session directory under
@@ -36,11 +36,11 @@ from pathlib import Path
 from rules import MAX_PUSH_EPISODE_LENGTH
 
 PROJECT_ROOT = Path(__file__).resolve().parent
-DEFAULT_RUN_DIR = Path.home() / "goal-push-grasp-reproduce"
+DEFAULT_RUN_DIR = Path.home() / "goal-push-grasp-reproduce-tiny16ctx"  # the tiny16 run used ~/goal-push-grasp-reproduce
 DEFAULT_CASES = PROJECT_ROOT / "simulation" / "test-cases"
 GOAL = ["--grasp_goal_conditioned", "--goal_conditioned"]
 TRAIN_GOAL_INDEX = 4  # the paper's k
-DEFAULT_BACKBONE = "tiny16"  # the light trunk measured to learn on 2 cores (README, Differences)
+DEFAULT_BACKBONE = "tiny16ctx"  # the light trunk whose pushes learned on 2 cores (README, Differences)
 # Budgets at --scale 1 (iterations). Stage 1 and its ablation: the paper's 600 episodes (one
 # grasp each). Stages 2 and 3: sized so that the whole pipeline fits about 4 hours on 2 cores.
 EXPLORE_ITERATIONS = 300
@@ -527,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archive", type=Path, default=None,
                         help="keep each finished step's transition logs (and the snapshots later steps start from) "
                              "here, and take finished steps from it on start: commit it, and a fresh checkout "
-                             "continues the run (`make reproduce` uses results/reproduce)")
+                             "continues the run (`make reproduce` uses results/reproduce-tiny16ctx)")
     parser.add_argument("--progress_s", type=float, default=60.0, help="seconds between progress lines")
     parser.add_argument("--status", action="store_true", help="print where the run stands and exit")
     parser.add_argument("--until", default="", help="stop after this step (e.g. stage3-push)")
