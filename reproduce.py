@@ -65,9 +65,15 @@ ROWS = (
     ("full-push-cap", f"the stage-3 snapshot, grasping after {MAX_PUSH_EPISODE_LENGTH} pushes in a row whatever "
                       f"its grasp Q (--max_pushes_before_grasp {MAX_PUSH_EPISODE_LENGTH}, as a stage-2 episode "
                       f"ends; not the paper's rule)"),
+    ("full-q1.3", "the stage-3 snapshot, grasping once the goal's grasp Q reaches 1.3 instead of SPEC 5's 1.5 "
+                  "(--goal_grasp_q_threshold 1.3; not the paper's rule)"),
 )
 # The push cap of the full-push-cap row: a push_only training episode's length (SPEC 5).
 PUSHES_BEFORE_GRASP = MAX_PUSH_EPISODE_LENGTH
+# The goal grasp Q threshold of the full-q1.3 row. The light trunks' grasp Q of a free goal often
+# stays under 1.5: in the tiny16ctx run's stage-3 logs grasps at Q 1.3-1.5 took the goal 70 % of
+# the time (85 % at >= 1.5), and a failed grasp costs one motion, as a push does (README).
+LOW_GOAL_GRASP_Q_THRESHOLD = 1.3
 
 
 @dataclass
@@ -135,9 +141,11 @@ def build_steps(args: argparse.Namespace) -> list[Step]:
         "full": ["--stage", "push_grasp", *GOAL, "--load_snapshot", "--snapshot_file", snap("stage3-push")],
         "full-push-cap": ["--stage", "push_grasp", *GOAL, "--load_snapshot", "--snapshot_file", snap("stage3-push"),
                           "--max_pushes_before_grasp", str(PUSHES_BEFORE_GRASP)],
+        "full-q1.3": ["--stage", "push_grasp", *GOAL, "--load_snapshot", "--snapshot_file", snap("stage3-push"),
+                      "--goal_grasp_q_threshold", str(LOW_GOAL_GRASP_Q_THRESHOLD)],
     }
     row_source = {"grasping-only": ["stage1"], "no-alternating": ["stage2"], "full": ["stage3-push"],
-                  "full-push-cap": ["stage3-push"]}
+                  "full-push-cap": ["stage3-push"], "full-q1.3": ["stage3-push"]}
     for row, _ in ROWS:
         for case_index, case in enumerate(cases):
             # The same seed per case for every row: each row meets the same jittered scenes.
@@ -631,6 +639,12 @@ def ship(args: argparse.Namespace, steps: list[Step]) -> None:
                   f"not the paper's rule, README 'Differences'): completion {_cell(capped['completion_pct'])} %, goal "
                   f"grasp success {_cell(capped['goal_grasp_success_pct'])} %, motion number "
                   f"{_cell(capped['motion_number'], 2)}."]
+    low_q = table.get("rows", {}).get("full-q1.3")
+    if full and low_q:
+        lines += [f"With `--goal_grasp_q_threshold {LOW_GOAL_GRASP_Q_THRESHOLD}` (grasp once the goal's grasp Q "
+                  f"reaches it; SPEC 5's is 1.5; README 'Differences'): completion {_cell(low_q['completion_pct'])} "
+                  f"%, goal grasp success {_cell(low_q['goal_grasp_success_pct'])} %, motion number "
+                  f"{_cell(low_q['motion_number'], 2)}."]
     if not full:
         lines += ["", "Table I: the full method's row is not measured yet for this snapshot (the pipeline's test steps "
                       "have not all run); the README ('Where the reproduction stands') gives what was measured so far."]

@@ -34,12 +34,15 @@ def test_the_plan_trains_in_the_papers_order_then_tests_every_row_on_every_case(
     capped = by["test-full-push-cap-" + tests[0].case].argv
     assert capped[capped.index("--max_pushes_before_grasp") + 1] == "5"
     assert not any("--max_pushes_before_grasp" in s.argv for s in tests if s.row != "full-push-cap")
+    low_q = by["test-full-q1.3-" + tests[0].case].argv
+    assert low_q[low_q.index("--goal_grasp_q_threshold") + 1] == "1.3"
+    assert not any("--goal_grasp_q_threshold" in s.argv for s in tests if s.row != "full-q1.3")
     assert grasp_half[grasp_half.index("--alternating_grasp_labels") + 1] == "grasp_only"
     # The learned rows learn within each trial (the paper's code); the heuristic rows have no net.
     assert not any("--no_test_learning" in s.argv for s in tests)
     frozen = reproduce.build_steps(_args(tmp_path, test_learning=False))
     assert {s.row for s in frozen if "--no_test_learning" in s.argv} == {"grasping-only", "no-alternating", "full",
-                                                                          "full-push-cap"}
+                                                                          "full-push-cap", "full-q1.3"}
     # Each row meets the same jittered scenes of a case: the same seed per case across rows.
     seeds = {}
     for s in tests:
