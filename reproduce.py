@@ -633,18 +633,17 @@ def ship(args: argparse.Namespace, steps: list[Step]) -> None:
                       f"jittered trials each: completion {_cell(full['completion_pct'])} %, goal grasp success "
                       f"{_cell(full['goal_grasp_success_pct'])} %, motion number {_cell(full['motion_number'], 2)} "
                       f"(the whole table: README, 'Where the reproduction stands')."]
-    capped = table.get("rows", {}).get("full-push-cap")
-    if full and capped:
-        lines += [f"With `--max_pushes_before_grasp {PUSHES_BEFORE_GRASP}` (grasp after that many pushes in a row; "
-                  f"not the paper's rule, README 'Differences'): completion {_cell(capped['completion_pct'])} %, goal "
-                  f"grasp success {_cell(capped['goal_grasp_success_pct'])} %, motion number "
-                  f"{_cell(capped['motion_number'], 2)}."]
-    low_q = table.get("rows", {}).get("full-q1.3")
-    if full and low_q:
-        lines += [f"With `--goal_grasp_q_threshold {LOW_GOAL_GRASP_Q_THRESHOLD}` (grasp once the goal's grasp Q "
-                  f"reaches it; SPEC 5's is 1.5; README 'Differences'): completion {_cell(low_q['completion_pct'])} "
-                  f"%, goal grasp success {_cell(low_q['goal_grasp_success_pct'])} %, motion number "
-                  f"{_cell(low_q['motion_number'], 2)}."]
+    # The rows that change only the test rule, beside the paper's
+    variants = {"full-push-cap": f"`--max_pushes_before_grasp {PUSHES_BEFORE_GRASP}` (grasp after that many pushes "
+                                 f"in a row; not the paper's rule, README 'Differences')",
+                "full-q1.3": f"`--goal_grasp_q_threshold {LOW_GOAL_GRASP_Q_THRESHOLD}` (grasp once the goal's grasp "
+                             f"Q reaches it; SPEC 5's is 1.5; README 'Differences')"}
+    for row, how in variants.items():
+        values = table.get("rows", {}).get(row)
+        if full and values:
+            lines.append(f"With {how}: completion {_cell(values['completion_pct'])} %, goal grasp success "
+                         f"{_cell(values['goal_grasp_success_pct'])} %, motion number "
+                         f"{_cell(values['motion_number'], 2)}.")
     if not full:
         lines += ["", "Table I: the full method's row is not measured yet for this snapshot (the pipeline's test steps "
                       "have not all run); the README ('Where the reproduction stands') gives what was measured so far."]
