@@ -36,11 +36,11 @@ from pathlib import Path
 from rules import MAX_PUSH_EPISODE_LENGTH
 
 PROJECT_ROOT = Path(__file__).resolve().parent
-DEFAULT_RUN_DIR = Path.home() / "goal-push-grasp-reproduce-tiny16ctx"  # the tiny16 run used ~/goal-push-grasp-reproduce
 DEFAULT_CASES = PROJECT_ROOT / "simulation" / "test-cases"
 GOAL = ["--grasp_goal_conditioned", "--goal_conditioned"]
 TRAIN_GOAL_INDEX = 4  # the paper's k
 DEFAULT_BACKBONE = "tiny16ctx"  # the light trunk whose pushes learned on 2 cores (README, Differences)
+DEFAULT_RUN_DIR = Path.home() / f"goal-push-grasp-reproduce-{DEFAULT_BACKBONE}"  # tiny16's: ~/goal-push-grasp-reproduce
 # Budgets at --scale 1 (iterations). Stage 1 and its ablation: the paper's 600 episodes (one
 # grasp each). Stages 2 and 3: sized so that the whole pipeline fits about 4 hours on 2 cores.
 EXPLORE_ITERATIONS = 300
@@ -55,6 +55,12 @@ ACTIONS_PER_TRIAL_GUESS = 4.0
 # rule (10 failed grasps in a row) needs grasps to fire.
 MAX_ACTIONS_PER_TRIAL = 30
 
+# The goal grasp Q threshold of the low-threshold row. The light trunks' grasp Q of a free goal
+# often stays under 1.5: in the tiny16ctx run's stage-3 logs grasps at Q 1.3-1.5 took the goal
+# 70 % of the time (85 % at >= 1.5), and a failed grasp costs one motion, as a push does (README).
+LOW_GOAL_GRASP_Q_THRESHOLD = 1.3
+LOW_Q_ROW = f"full-q{LOW_GOAL_GRASP_Q_THRESHOLD}"
+
 # Table I rows: (row name, what it is).
 ROWS = (
     ("heuristic", "the depth heuristic policy (push when the goal is crowded, grasp across a ridge)"),
@@ -65,15 +71,12 @@ ROWS = (
     ("full-push-cap", f"the stage-3 snapshot, grasping after {MAX_PUSH_EPISODE_LENGTH} pushes in a row whatever "
                       f"its grasp Q (--max_pushes_before_grasp {MAX_PUSH_EPISODE_LENGTH}, as a stage-2 episode "
                       f"ends; not the paper's rule)"),
-    ("full-q1.3", "the stage-3 snapshot, grasping once the goal's grasp Q reaches 1.3 instead of SPEC 5's 1.5 "
-                  "(--goal_grasp_q_threshold 1.3; not the paper's rule)"),
+    (LOW_Q_ROW, f"the stage-3 snapshot, grasping once the goal's grasp Q reaches {LOW_GOAL_GRASP_Q_THRESHOLD} "
+                f"instead of SPEC 5's 1.5 (--goal_grasp_q_threshold {LOW_GOAL_GRASP_Q_THRESHOLD}; not the paper's "
+                f"rule)"),
 )
 # The push cap of the full-push-cap row: a push_only training episode's length (SPEC 5).
 PUSHES_BEFORE_GRASP = MAX_PUSH_EPISODE_LENGTH
-# The goal grasp Q threshold of the full-q1.3 row. The light trunks' grasp Q of a free goal often
-# stays under 1.5: in the tiny16ctx run's stage-3 logs grasps at Q 1.3-1.5 took the goal 70 % of
-# the time (85 % at >= 1.5), and a failed grasp costs one motion, as a push does (README).
-LOW_GOAL_GRASP_Q_THRESHOLD = 1.3
 
 
 @dataclass
@@ -133,19 +136,19 @@ def build_steps(args: argparse.Namespace) -> list[Step]:
     cases = sorted(Path(args.cases).glob("*.txt"))
     if not cases:
         raise SystemExit(f"error: no test-case files (*.txt) in {args.cases}")
+    full = ["--stage", "push_grasp", *GOAL, "--load_snapshot", "--snapshot_file", snap("stage3-push")]
     row_argv = {
         "heuristic": ["--stage", "push_grasp", "--policy", "heuristic", *GOAL],
         "heuristic-grasp": ["--stage", "grasp_only", "--policy", "heuristic", *GOAL],
         "grasping-only": ["--stage", "grasp_only", *GOAL, "--load_snapshot", "--snapshot_file", snap("stage1")],
         "no-alternating": ["--stage", "push_grasp", *GOAL, "--load_snapshot", "--snapshot_file", snap("stage2")],
-        "full": ["--stage", "push_grasp", *GOAL, "--load_snapshot", "--snapshot_file", snap("stage3-push")],
-        "full-push-cap": ["--stage", "push_grasp", *GOAL, "--load_snapshot", "--snapshot_file", snap("stage3-push"),
-                          "--max_pushes_before_grasp", str(PUSHES_BEFORE_GRASP)],
-        "full-q1.3": ["--stage", "push_grasp", *GOAL, "--load_snapshot", "--snapshot_file", snap("stage3-push"),
-                      "--goal_grasp_q_threshold", str(LOW_GOAL_GRASP_Q_THRESHOLD)],
+        "full": full,
+        # the same snapshot under other test rules
+        "full-push-cap": [*full, "--max_pushes_before_grasp", str(PUSHES_BEFORE_GRASP)],
+        LOW_Q_ROW: [*full, "--goal_grasp_q_threshold", str(LOW_GOAL_GRASP_Q_THRESHOLD)],
     }
-    row_source = {"grasping-only": ["stage1"], "no-alternating": ["stage2"], "full": ["stage3-push"],
-                  "full-push-cap": ["stage3-push"], "full-q1.3": ["stage3-push"]}
+    row_source = {"grasping-only": ["stage1"], "no-alternating": ["stage2"],
+                  **{row: ["stage3-push"] for row in ("full", "full-push-cap", LOW_Q_ROW)}}
     for row, _ in ROWS:
         for case_index, case in enumerate(cases):
             # The same seed per case for every row: each row meets the same jittered scenes.
@@ -636,7 +639,7 @@ def ship(args: argparse.Namespace, steps: list[Step]) -> None:
     # The rows that change only the test rule, beside the paper's
     variants = {"full-push-cap": f"`--max_pushes_before_grasp {PUSHES_BEFORE_GRASP}` (grasp after that many pushes "
                                  f"in a row; not the paper's rule, README 'Differences')",
-                "full-q1.3": f"`--goal_grasp_q_threshold {LOW_GOAL_GRASP_Q_THRESHOLD}` (grasp once the goal's grasp "
+                LOW_Q_ROW: f"`--goal_grasp_q_threshold {LOW_GOAL_GRASP_Q_THRESHOLD}` (grasp once the goal's grasp "
                              f"Q reaches it; SPEC 5's is 1.5; README 'Differences')"}
     for row, how in variants.items():
         values = table.get("rows", {}).get(row)
