@@ -75,6 +75,12 @@ ROWS = (
                 f"instead of SPEC 5's 1.5 (--goal_grasp_q_threshold {LOW_GOAL_GRASP_Q_THRESHOLD}; not the paper's "
                 f"rule)"),
 )
+# What a run's settings.json holds: the options that shape training, and those that only shape the
+# tests (a --trained_from run may change the latter).
+TRAINING_SETTINGS = ("backbone", "seed", "scale", "learning_rate", "replay_candidates", "stage1_explore",
+                     "replay_steps", "alternating_grasp_labels")
+TEST_SETTINGS = ("cases", "trials", "test_learning")
+
 # The push cap of the full-push-cap row: a push_only training episode's length (SPEC 5).
 PUSHES_BEFORE_GRASP = MAX_PUSH_EPISODE_LENGTH
 
@@ -325,14 +331,15 @@ def archive_step(args: argparse.Namespace, steps: list[Step], step: Step) -> Non
     os.replace(tmp, target)
 
 
-def restore_from_archive(args: argparse.Namespace, steps: list[Step]) -> list[str]:
-    """Mark as done (with their logs and snapshots) the steps that the archive holds and the run
-    dir does not; returns their names."""
+def restore_from_archive(args: argparse.Namespace, steps: list[Step], archive: Path | None = None) -> list[str]:
+    """Mark as done (with their logs and snapshots) the steps that the archive (args.archive unless
+    given) holds and the run dir does not; returns their names."""
     restored = []
-    if not args.archive:
+    archive = archive or args.archive
+    if not archive:
         return restored
     for step in steps:
-        source = args.archive / "steps" / step.name
+        source = archive / "steps" / step.name
         if is_done(args.run_dir, step) or not (source / "done.json").is_file():
             continue
         session_name = json.loads((source / "done.json").read_text())["session"]
@@ -418,6 +425,9 @@ def format_table(table: dict) -> str:
         lines.append("")
         lines.append(f"Each figure is the mean over {len(table['cases'])} cases of the per-case value, "
                      f"{table['trials_per_case']} jittered trials per case (the paper's Table I averages its cases).")
+        if table.get("trained_from"):
+            lines.append(f"The learned rows test the snapshots trained in `{table['trained_from']}` (--trained_from); "
+                         f"this run trained nothing, and its learning figures are that run's.")
     if table["rows"]:
         lines += ["", "Per case (completion / GS / MN):", "",
                   "| case | " + " | ".join(table["rows"]) + " |", "|---|" + "---|" * len(table["rows"])]
@@ -434,6 +444,8 @@ def format_table(table: dict) -> str:
 def write_report(args: argparse.Namespace, steps: list[Step]) -> None:
     table = evaluate_rows(args, steps)
     table["learning"] = write_curves(args, steps)
+    if getattr(args, "trained_from", None):
+        table["trained_from"] = _portable(args.trained_from)
     (args.run_dir / "table1.json").write_text(json.dumps(table, indent=1))
     (args.run_dir / "table1.md").write_text(format_table(table))
     print(format_table(table))
@@ -488,13 +500,43 @@ def write_curves(args: argparse.Namespace, steps: list[Step]) -> dict:
     return summary
 
 
-def _portable(cases: Path) -> str:
-    """A cases folder inside a checkout, named relative to it: the same run dir then resumes from
-    another clone of the project."""
-    parts = cases.resolve().parts
-    if len(parts) >= 2 and parts[-2:] == ("simulation", "test-cases"):
+def _portable(folder: Path) -> str:
+    """A folder inside a checkout (the cases, a committed archive), named relative to it: the same
+    run dir then resumes from another clone of the project."""
+    resolved = folder.resolve()
+    parts = resolved.parts
+    if len(parts) >= 2 and parts[-2:] == ("simulation", "test-cases"):  # the project's cases, in any clone
         return "simulation/test-cases"
-    return str(cases.resolve())
+    if resolved.is_relative_to(PROJECT_ROOT):
+        return str(resolved.relative_to(PROJECT_ROOT))
+    return str(resolved)
+
+
+def take_trained_steps(args: argparse.Namespace, steps: list[Step], settings: dict, legacy: dict) -> list[Step] | None:
+    """For --trained_from: restore the training steps that archive holds, after checking it was
+    trained with this run's training settings, and return the plan without the training steps it
+    lacks (they are not run: its snapshots are tested as they are). None after an error line."""
+    trained = args.trained_from.expanduser().resolve()
+    settings_file = trained / "settings.json"
+    if not settings_file.is_file():
+        print(f"error: --trained_from {trained} is not an archive of reproduce.py (no settings.json)", file=sys.stderr)
+        return None
+    try:
+        saved = {**legacy, **json.loads(settings_file.read_text())}
+    except (json.JSONDecodeError, TypeError):
+        print(f"error: {settings_file} is not a settings file of reproduce.py", file=sys.stderr)
+        return None
+    differ = [f"--{key} {saved.get(key)} (here {settings[key]})" for key in TRAINING_SETTINGS
+              if str(saved.get(key)) != settings[key]]
+    if differ:
+        print(f"error: {trained} was trained with other settings: {', '.join(differ)}; pass the same",
+              file=sys.stderr)
+        return None
+    args.trained_from = trained
+    restored = restore_from_archive(args, [step for step in steps if step.kind == "train"], trained)
+    if restored:
+        print(f"trained steps from {trained}: {', '.join(restored)}")
+    return [step for step in steps if step.kind == "test" or is_done(args.run_dir, step)]
 
 
 def _claim_settings(directory: Path, settings: dict, legacy: dict, option: str) -> bool:
@@ -539,6 +581,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep each finished step's transition logs (and the snapshots later steps start from) "
                              "here, and take finished steps from it on start: commit it, and a fresh checkout "
                              "continues the run (`make reproduce` uses results/reproduce-tiny16ctx)")
+    parser.add_argument("--trained_from", type=Path, default=None,
+                        help="train nothing: test the snapshots of this archive (e.g. results/reproduce-tiny16ctx, "
+                             "trained with the same training options) on --cases with --trials, in a run dir of "
+                             "its own (held-out cases, the paper's files)")
     parser.add_argument("--progress_s", type=float, default=60.0, help="seconds between progress lines")
     parser.add_argument("--status", action="store_true", help="print where the run stands and exit")
     parser.add_argument("--until", default="", help="stop after this step (e.g. stage3-push)")
@@ -557,16 +603,29 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     args.run_dir = args.run_dir.expanduser().resolve()
     args.run_dir.mkdir(parents=True, exist_ok=True)
-    settings = {k: str(v) for k, v in vars(args).items()
-                if k in ("cases", "trials", "backbone", "seed", "scale", "learning_rate", "replay_candidates",
-                         "stage1_explore", "replay_steps", "alternating_grasp_labels", "test_learning")}
+    settings = {k: str(v) for k, v in vars(args).items() if k in (*TRAINING_SETTINGS, *TEST_SETTINGS)}
     # Run dirs made before these options had their defaults.
     legacy = {"learning_rate": "0.0001", "replay_candidates": "paper", "stage1_explore": "model", "replay_steps": "1",
               "alternating_grasp_labels": "push_only", "test_learning": "False"}
     settings["cases"] = _portable(Path(args.cases))
+    if args.trained_from is not None:
+        if args.ship:
+            print("error: --ship ships the snapshot of the run that trained it, not of a --trained_from run",
+                  file=sys.stderr)
+            return 2
+        # A run dir that tests another run's snapshots must not later train its own, nor the reverse.
+        settings["trained_from"] = _portable(args.trained_from.expanduser())
+    try:
+        steps = build_steps(args)
+    except SystemExit as bad_input:  # before the run dir is claimed: a mistyped --cases leaves nothing behind
+        print(bad_input, file=sys.stderr)
+        return 2
     if not _claim_settings(args.run_dir, settings, legacy, "--run_dir"):
         return 2
-    steps = build_steps(args)
+    if args.trained_from is not None:
+        steps = take_trained_steps(args, steps, settings, legacy)
+        if steps is None:
+            return 2
     if args.archive is not None:
         args.archive = args.archive.expanduser().resolve()
         args.archive.mkdir(parents=True, exist_ok=True)

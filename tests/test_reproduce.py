@@ -162,3 +162,58 @@ def test_a_row_measured_on_fewer_cases_says_so():
     text = reproduce.format_table(table)
     # a mean over fewer cases is not comparable with the others: the row names its coverage
     assert "| heuristic | 90.0 |" in text and "| full (1 of 2 cases) | 90.0 |" in text
+
+
+def _fake_finished_step(args: argparse.Namespace, steps: list, name: str) -> None:
+    by = {s.name: s for s in steps}
+    session = reproduce.step_dir(args.run_dir, by[name]) / "logs" / "2026-12-01.10:00:00"
+    (session / "transitions").mkdir(parents=True)
+    (session / "transitions" / "executed-action.log.txt").write_text("1 0 3 4\n" * 5)
+    reproduce.snapshot_path(args.run_dir, name).parent.mkdir(parents=True, exist_ok=True)
+    reproduce.snapshot_path(args.run_dir, name).write_bytes(b"weights of " + name.encode())
+    (reproduce.step_dir(args.run_dir, by[name]) / "done.json").write_text("{}")
+    reproduce.archive_step(args, steps, by[name])
+
+
+def test_trained_from_tests_an_archives_snapshots_on_other_cases_and_trains_nothing(tmp_path, capsys):
+    archive = tmp_path / "archive"
+    assert reproduce.main(["--run_dir", str(tmp_path / "trained"), "--archive", str(archive), "--status"]) == 0
+    args = _args(tmp_path, run_dir=tmp_path / "trained", archive=archive, backbone=reproduce.DEFAULT_BACKBONE)
+    steps = reproduce.build_steps(args)
+    for name in ("stage1", "stage2", "stage3-grasp", "stage3-push"):
+        _fake_finished_step(args, steps, name)
+    other_cases = tmp_path / "held-out"
+    other_cases.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (other_cases / name).write_text((PROJECT_CASES / "test-10-obj-00.txt").read_text())
+    capsys.readouterr()
+
+    run = ["--run_dir", str(tmp_path / "held-out-run"), "--cases", str(other_cases), "--trials", "2",
+           "--trained_from", str(archive), "--status"]
+    assert reproduce.main(run) == 0
+    listed = capsys.readouterr().out
+    assert "stage3-push" in listed and "test-full-a" in listed and "test-heuristic-b" in listed
+    assert "stage1-norelabel" not in listed and "stage2-change" not in listed  # nothing left to train
+    held_out = _args(tmp_path, run_dir=tmp_path / "held-out-run")
+    assert reproduce.snapshot_path(held_out.run_dir, "stage3-push").read_bytes() == b"weights of stage3-push"
+    assert json.loads((archive / "settings.json").read_text())["trials"] == "30"  # the archive is only read
+
+    # Another training setting than the archive's, or the same run dir without --trained_from: refused
+    assert reproduce.main(["--run_dir", str(tmp_path / "x"), "--cases", str(other_cases), "--seed", "2",
+                           "--trained_from", str(archive), "--status"]) == 2
+    assert "trained with other settings: --seed 1 (here 2)" in capsys.readouterr().err
+    assert reproduce.main(["--run_dir", str(tmp_path / "held-out-run"), "--cases", str(other_cases), "--trials", "2",
+                           "--status"]) == 2
+    assert reproduce.main([*run, "--ship", str(tmp_path / "ship")]) == 2
+    assert reproduce.main(["--run_dir", str(tmp_path / "y"), "--trained_from", str(tmp_path), "--status"]) == 2
+    assert "not an archive" in capsys.readouterr().err
+
+
+def test_a_table_of_another_runs_snapshots_names_that_run():
+    table = {"rows": {"full": {"cases": {"a": {"completion_pct": 100.0, "goal_grasp_success_pct": 50.0,
+                                               "motion_number": 2.0}},
+                               "completion_pct": 100.0, "goal_grasp_success_pct": 50.0, "motion_number": 2.0,
+                               "paper_code_completion_pct": 100.0, "paper_code_goal_grasp_success_pct": 50.0,
+                               "first_grasp_goal_success_pct": 50.0}},
+             "cases": ["a"], "trials_per_case": 2, "trained_from": "results/reproduce-tiny16ctx"}
+    assert "snapshots trained in `results/reproduce-tiny16ctx`" in reproduce.format_table(table)
