@@ -117,10 +117,12 @@ class Config:
                                          "training episode ends with a grasp after 5 (0: the paper's rule, push "
                                          "until the Q reaches the threshold)")
     alternating_training: bool = _f(False, "push_only: freeze the push net and train the grasp net in pushed scenes")
-    alternating_grasp_labels: Literal["grasp_only", "push_only"] = _f(
-        "grasp_only", "--alternating_training's grasp labels: stage 1's rule (1 for the goal), which keeps the grasp "
-                      "Q on the scale the test rule's 1.5 threshold expects, or SPEC 5's push_only rule (1.5, -1 on "
-                      "a miss, + gamma * next push Q), which pulls it below 1.5 (README, Differences)")
+    alternating_grasp_labels: Literal["grasp_only", "push_only", "goal_probability"] = _f(
+        "grasp_only", "--alternating_training's grasp labels: stage 1's rule (1 for the goal + gamma * the next "
+                      "scene's goal grasp Q), which keeps the grasp Q near the scale the test rule's 1.5 threshold "
+                      "expects; SPEC 5's push_only rule (1.5, -1 on a miss, + gamma * next push Q), which pulls it "
+                      "below 1.5; or goal_probability (2 for the goal, else 0: the Q is 2 x the chance of taking "
+                      "the goal, whatever the next scene) (README, Differences)")
     cooperative_training: bool = _f(False, "train the push and grasp nets together")
     overlap_learning: bool = _f(None, "run each action's physics in a thread while the previous transition is "
                                       "back-propagated (VPG's code did so too); the labels are the same as with "

@@ -76,7 +76,7 @@ ROWS = (
                 f"rule)"),
 )
 # What a run's settings.json holds: the options that shape training, and those that only shape the
-# tests (a --trained_from run may change the latter).
+# tests.
 TRAINING_SETTINGS = ("backbone", "seed", "scale", "learning_rate", "replay_candidates", "stage1_explore",
                      "replay_steps", "alternating_grasp_labels")
 TEST_SETTINGS = ("cases", "trials", "test_learning")
@@ -326,7 +326,9 @@ def archive_step(args: argparse.Namespace, steps: list[Step], step: Step) -> Non
     shutil.copytree(session / "transitions", tmp / "transitions")
     if step.name in needed_snapshots(steps):
         shutil.copyfile(snapshot_path(args.run_dir, step.name), tmp / "snapshot.pth")
-    (tmp / "done.json").write_text(json.dumps({"session": session.name}))
+    # The command line as run (run dir paths made relative): --reuse_from compares it, not today's plan.
+    argv = [a.replace(str(args.run_dir), "<run_dir>") for a in step.argv]
+    (tmp / "done.json").write_text(json.dumps({"session": session.name, "argv": argv}))
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
 
@@ -425,9 +427,11 @@ def format_table(table: dict) -> str:
         lines.append("")
         lines.append(f"Each figure is the mean over {len(table['cases'])} cases of the per-case value, "
                      f"{table['trials_per_case']} jittered trials per case (the paper's Table I averages its cases).")
-        if table.get("trained_from"):
-            lines.append(f"The learned rows test the snapshots trained in `{table['trained_from']}` (--trained_from); "
-                         f"this run trained nothing, and its learning figures are that run's.")
+        for archive, taken in table.get("reused_from", {}).items():
+            rows = taken.get("rows", [])
+            lines.append(f"Taken from `{archive}` (--reuse_from, the same command lines): "
+                         f"{', '.join(taken.get('training', [])) or 'no training step'}"
+                         f"{'; the rows ' + ', '.join(rows) if rows else ''}.")
     if table["rows"]:
         lines += ["", "Per case (completion / GS / MN):", "",
                   "| case | " + " | ".join(table["rows"]) + " |", "|---|" + "---|" * len(table["rows"])]
@@ -444,8 +448,9 @@ def format_table(table: dict) -> str:
 def write_report(args: argparse.Namespace, steps: list[Step]) -> None:
     table = evaluate_rows(args, steps)
     table["learning"] = write_curves(args, steps)
-    if getattr(args, "trained_from", None):
-        table["trained_from"] = _portable(args.trained_from)
+    reused = reused_archives(args, steps)
+    if reused:
+        table["reused_from"] = reused
     (args.run_dir / "table1.json").write_text(json.dumps(table, indent=1))
     (args.run_dir / "table1.md").write_text(format_table(table))
     print(format_table(table))
@@ -512,31 +517,80 @@ def _portable(folder: Path) -> str:
     return str(resolved)
 
 
-def take_trained_steps(args: argparse.Namespace, steps: list[Step], settings: dict, legacy: dict) -> list[Step] | None:
-    """For --trained_from: restore the training steps that archive holds, after checking it was
-    trained with this run's training settings, and return the plan without the training steps it
-    lacks (they are not run: its snapshots are tested as they are). None after an error line."""
-    trained = args.trained_from.expanduser().resolve()
-    settings_file = trained / "settings.json"
-    if not settings_file.is_file():
-        print(f"error: --trained_from {trained} is not an archive of reproduce.py (no settings.json)", file=sys.stderr)
-        return None
+def _settings_argv(saved: dict) -> list[str]:
+    """The reproduce.py options a settings.json records, as a command line."""
+    argv = []
+    for key in (*TRAINING_SETTINGS, "trials"):
+        argv += [f"--{key}", str(saved[key])]
+    argv.append("--test_learning" if str(saved["test_learning"]) == "True" else "--no-test_learning")
+    cases = Path(saved["cases"])
+    return [*argv, "--cases", str(cases if cases.is_absolute() else PROJECT_ROOT / cases)]
+
+
+def shared_steps(steps: list[Step], other: list[Step], compare_tests: bool = True) -> list[str]:
+    """Names of the steps of `steps` that are the same computation in the plan `other` (both
+    planned in one run dir): the same main.py command line, from snapshots of steps that are
+    shared too (test-full runs the same argv after another stage 3, and is not shared then)."""
+    theirs = {step.name: step for step in other}
+    shared: list[str] = []
+    for step in steps:  # a plan lists a step after the steps whose snapshots it needs
+        twin = theirs.get(step.name)
+        if twin is None or twin.argv != step.argv or (step.kind == "test" and not compare_tests):
+            continue
+        if all(source in shared for source in step.snapshot_from):
+            shared.append(step.name)
+    return shared
+
+
+def reuse_steps(args: argparse.Namespace, steps: list[Step], source: Path, parser: argparse.ArgumentParser,
+                legacy: dict) -> bool:
+    """--reuse_from: restore into the run dir the finished steps of another archive that this run
+    shares with it (shared_steps) and does not hold yet. False after an error line."""
+    source = source.expanduser().resolve()
+    settings_file = source / "settings.json"
     try:
         saved = {**legacy, **json.loads(settings_file.read_text())}
-    except (json.JSONDecodeError, TypeError):
-        print(f"error: {settings_file} is not a settings file of reproduce.py", file=sys.stderr)
-        return None
-    differ = [f"--{key} {saved.get(key)} (here {settings[key]})" for key in TRAINING_SETTINGS
-              if str(saved.get(key)) != settings[key]]
-    if differ:
-        print(f"error: {trained} was trained with other settings: {', '.join(differ)}; pass the same",
+        other_args = parser.parse_args(_settings_argv(saved))
+    except (OSError, json.JSONDecodeError, TypeError, KeyError, SystemExit):
+        print(f"error: --reuse_from {source} is not an archive of reproduce.py (no readable settings.json)",
               file=sys.stderr)
-        return None
-    args.trained_from = trained
-    restored = restore_from_archive(args, [step for step in steps if step.kind == "train"], trained)
-    if restored:
-        print(f"trained steps from {trained}: {', '.join(restored)}")
-    return [step for step in steps if step.kind == "test" or is_done(args.run_dir, step)]
+        return False
+    other_args.run_dir = args.run_dir
+    compare_tests = Path(other_args.cases).is_dir()
+    if not compare_tests:  # its cases are not in this checkout: its training steps can still be shared
+        other_args.cases = args.cases
+    other = build_steps(other_args)
+    for step in other:  # what the archive ran, where it says so (archives since 2026-12-03)
+        try:
+            recorded = json.loads((source / "steps" / step.name / "done.json").read_text()).get("argv")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            recorded = None
+        if recorded is not None:
+            step.argv = [a.replace("<run_dir>", str(args.run_dir)) for a in recorded]
+    shared = shared_steps(steps, other, compare_tests)
+    restored = restore_from_archive(args, [step for step in steps if step.name in shared], source)
+    print(f"from {source} (the same command lines): {', '.join(restored) if restored else 'nothing'}")
+    return True
+
+
+def reused_archives(args: argparse.Namespace, steps: list[Step]) -> dict[str, dict[str, list[str]]]:
+    """{archive: {"training": [step names], "rows": [Table I rows]}} of the steps restored from an
+    archive other than args.archive."""
+    own = str(args.archive) if getattr(args, "archive", None) else None
+    found: dict[str, list[str]] = {}
+    for step in steps:
+        done = step_dir(args.run_dir, step) / "done.json"
+        try:
+            origin = json.loads(done.read_text()).get("restored_from")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+        if origin and str(Path(origin).parent.parent) != own:
+            entry = found.setdefault(_portable(Path(origin).parent.parent), {"training": [], "rows": []})
+            if step.kind == "train":
+                entry["training"].append(step.name)
+            elif step.row not in entry["rows"]:
+                entry["rows"].append(step.row)
+    return found
 
 
 def _claim_settings(directory: Path, settings: dict, legacy: dict, option: str) -> bool:
@@ -573,7 +627,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage1_explore", default="heuristic", choices=["model", "heuristic"],
                         help="stage 1 explores with the goal-agnostic explore model (the paper's) or the depth "
                              "heuristic's grasp")
-    parser.add_argument("--alternating_grasp_labels", default="grasp_only", choices=["grasp_only", "push_only"],
+    parser.add_argument("--alternating_grasp_labels", default="grasp_only",
+                        choices=["grasp_only", "push_only", "goal_probability"],
                         help="stage 3's grasp half labels (main.py --alternating_grasp_labels)")
     parser.add_argument("--test_learning", action=argparse.BooleanOptionalAction, default=True,
                         help="the learned rows' tests back-propagate within each trial (main.py --test_learning)")
@@ -581,10 +636,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep each finished step's transition logs (and the snapshots later steps start from) "
                              "here, and take finished steps from it on start: commit it, and a fresh checkout "
                              "continues the run (`make reproduce` uses results/reproduce-tiny16ctx)")
-    parser.add_argument("--trained_from", type=Path, default=None,
-                        help="train nothing: test the snapshots of this archive (e.g. results/reproduce-tiny16ctx, "
-                             "trained with the same training options) on --cases with --trials, in a run dir of "
-                             "its own (held-out cases, the paper's files)")
+    parser.add_argument("--reuse_from", type=Path, action="append", default=[],
+                        help="take from this archive (e.g. results/reproduce-tiny16ctx) every finished step that is "
+                             "the same computation as one of this run's (the same main.py command line, from "
+                             "snapshots of shared steps): its training when only --cases or --trials differ "
+                             "(held-out cases, the paper's files), stages 1-2 and their rows when only stage 3's "
+                             "options differ (repeatable)")
     parser.add_argument("--progress_s", type=float, default=60.0, help="seconds between progress lines")
     parser.add_argument("--status", action="store_true", help="print where the run stands and exit")
     parser.add_argument("--until", default="", help="stop after this step (e.g. stage3-push)")
@@ -608,13 +665,6 @@ def main(argv: list[str] | None = None) -> int:
     legacy = {"learning_rate": "0.0001", "replay_candidates": "paper", "stage1_explore": "model", "replay_steps": "1",
               "alternating_grasp_labels": "push_only", "test_learning": "False"}
     settings["cases"] = _portable(Path(args.cases))
-    if args.trained_from is not None:
-        if args.ship:
-            print("error: --ship ships the snapshot of the run that trained it, not of a --trained_from run",
-                  file=sys.stderr)
-            return 2
-        # A run dir that tests another run's snapshots must not later train its own, nor the reverse.
-        settings["trained_from"] = _portable(args.trained_from.expanduser())
     try:
         steps = build_steps(args)
     except SystemExit as bad_input:  # before the run dir is claimed: a mistyped --cases leaves nothing behind
@@ -622,9 +672,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not _claim_settings(args.run_dir, settings, legacy, "--run_dir"):
         return 2
-    if args.trained_from is not None:
-        steps = take_trained_steps(args, steps, settings, legacy)
-        if steps is None:
+    for source in args.reuse_from:
+        if not reuse_steps(args, steps, source, parser, legacy):
             return 2
     if args.archive is not None:
         args.archive = args.archive.expanduser().resolve()

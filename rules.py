@@ -73,6 +73,26 @@ def grasp_only_label(grasp_success: bool, reward: float, next_max_goal_grasp_q: 
     return q_label(reward, next_max_goal_grasp_q if grasp_success else 0.0, gamma)
 
 
+def goal_probability_label(goal_grasped: bool, gamma: float = FUTURE_REWARD_DISCOUNT) -> float:
+    """Stage 3's grasp half under --alternating_grasp_labels goal_probability (not SPEC 5's).
+
+    | goal object grasped | label                                   |
+    |---------------------|-----------------------------------------|
+    | yes                 | 1 + gamma * 1 / (1 - gamma) = 1/(1-gamma) (2.0) |
+    | no (failed, or another object) | 0                            |
+    So the grasp Q learns 2 x the chance that the grasp takes the goal, and the test rule's 1.5
+    reads "grasp when the goal comes up 3 times in 4".  Stage 1's rule adds gamma x the next
+    state's goal grasp Q, but a successful grasp starts a new scene, independent of the grasp: the
+    term only sets the scale, and in stage 3's crowded scenes it is lower (the goal of a new
+    scene: 1.33 in the tiny16ctx run's grasp half, 1.83 in stage 1), which sank the Q of free
+    goals under 1.5 at test time.  1/(1-gamma) is that term's value when every next goal grasp is
+    sure, the scale stage 1 tends to (its grasps end at Q 1.9).
+    """
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f"gamma must be in [0, 1), got {gamma}")
+    return 1.0 / (1.0 - gamma) if goal_grasped else 0.0
+
+
 def push_only_push_reward(improved_grasp_q: float, change_detected: bool,
                           decreased_occupancy: float) -> float:
     """SPEC 5, stage push_only, push reward.
@@ -204,12 +224,14 @@ class Outcome:
 
 
 PUSH_REWARDS = ('grasp_net', 'change')
-ALTERNATING_GRASP_LABELS = ('grasp_only', 'push_only')
+ALTERNATING_GRASP_LABELS = ('grasp_only', 'push_only', 'goal_probability')
 
 
 def _grasp_half_uses_stage1_labels(stage: str, alternating_training: bool, alternating_grasp_labels: str) -> bool:
-    """Whether push_only's grasps take stage 1's rule (--alternating_grasp_labels grasp_only)."""
-    return stage == 'push_only' and alternating_training and alternating_grasp_labels == 'grasp_only'
+    """Whether push_only's grasps take stage 1's rewards (--alternating_grasp_labels grasp_only or
+    goal_probability)."""
+    return stage == 'push_only' and alternating_training and alternating_grasp_labels in ('grasp_only',
+                                                                                         'goal_probability')
 
 
 def reward_and_label(stage: str, primitive: str, outcome: Outcome,
@@ -222,7 +244,8 @@ def reward_and_label(stage: str, primitive: str, outcome: Outcome,
     alternating_grasp_labels (push_only grasps under alternating_training, ALTERNATING_GRASP_LABELS):
     'push_only', SPEC 5's 1.5 / -1.0 + gamma * next push Q; 'grasp_only', stage 1's rule (1 for
     the goal + gamma * next goal grasp Q), which keeps the grasp Q on the scale that the test
-    rule's threshold of 1.5 was set for (the paper's code never updates the grasp head here)."""
+    rule's threshold of 1.5 was set for (the paper's code never updates the grasp head here);
+    'goal_probability', 1/(1-gamma) for the goal else 0 (goal_probability_label)."""
     if primitive not in PRIMITIVES:
         raise ValueError(f"primitive must be 'push' or 'grasp', got {primitive!r}")
     o = outcome
@@ -236,6 +259,8 @@ def reward_and_label(stage: str, primitive: str, outcome: Outcome,
         if primitive == 'grasp' and _grasp_half_uses_stage1_labels(stage, alternating_training,
                                                                     alternating_grasp_labels):
             reward = grasp_only_reward(o.goal_grasped)
+            if alternating_grasp_labels == 'goal_probability':
+                return reward, goal_probability_label(o.goal_grasped, gamma)
             return reward, grasp_only_label(o.grasp_success, reward, o.next_max_grasp_q, gamma)
         if primitive == 'push' and o.goal_left_workspace:
             # The push threw the goal out of the workspace: a terminal failure, whatever the

@@ -175,45 +175,85 @@ def _fake_finished_step(args: argparse.Namespace, steps: list, name: str) -> Non
     reproduce.archive_step(args, steps, by[name])
 
 
-def test_trained_from_tests_an_archives_snapshots_on_other_cases_and_trains_nothing(tmp_path, capsys):
+def _trained_archive(tmp_path: Path, *options: str) -> Path:
+    """An archive whose stages 1-3 (and the heuristic row's first case) are finished, faked."""
     archive = tmp_path / "archive"
-    assert reproduce.main(["--run_dir", str(tmp_path / "trained"), "--archive", str(archive), "--status"]) == 0
-    args = _args(tmp_path, run_dir=tmp_path / "trained", archive=archive, backbone=reproduce.DEFAULT_BACKBONE)
+    run_dir = tmp_path / "trained"
+    assert reproduce.main(["--run_dir", str(run_dir), "--archive", str(archive), *options, "--status"]) == 0
+    args = _args(tmp_path, run_dir=run_dir, archive=archive, backbone=reproduce.DEFAULT_BACKBONE,
+                 replay_candidates="other_reward", stage1_explore="heuristic", replay_steps=4)
+    for key, value in zip(options[::2], options[1::2]):
+        setattr(args, key.removeprefix("--"), value)
     steps = reproduce.build_steps(args)
-    for name in ("stage1", "stage2", "stage3-grasp", "stage3-push"):
+    for name in ("stage1", "stage2", "stage3-grasp", "stage3-push", "test-heuristic-test-10-obj-00"):
         _fake_finished_step(args, steps, name)
+    return archive
+
+
+def _restored(run_dir: Path) -> set[str]:
+    return {p.parent.name for p in (run_dir / "steps").glob("*/done.json")}
+
+
+def test_reuse_from_takes_the_training_to_other_cases(tmp_path, capsys):
+    archive = _trained_archive(tmp_path)
     other_cases = tmp_path / "held-out"
     other_cases.mkdir()
     for name in ("a.txt", "b.txt"):
         (other_cases / name).write_text((PROJECT_CASES / "test-10-obj-00.txt").read_text())
-    capsys.readouterr()
-
-    run = ["--run_dir", str(tmp_path / "held-out-run"), "--cases", str(other_cases), "--trials", "2",
-           "--trained_from", str(archive), "--status"]
-    assert reproduce.main(run) == 0
-    listed = capsys.readouterr().out
-    assert "stage3-push" in listed and "test-full-a" in listed and "test-heuristic-b" in listed
-    assert "stage1-norelabel" not in listed and "stage2-change" not in listed  # nothing left to train
-    held_out = _args(tmp_path, run_dir=tmp_path / "held-out-run")
-    assert reproduce.snapshot_path(held_out.run_dir, "stage3-push").read_bytes() == b"weights of stage3-push"
+    run_dir = tmp_path / "held-out-run"
+    assert reproduce.main(["--run_dir", str(run_dir), "--cases", str(other_cases), "--trials", "2",
+                           "--reuse_from", str(archive), "--status"]) == 0
+    # the training is the same command line; a test of other cases is not
+    assert _restored(run_dir) == {"stage1", "stage2", "stage3-grasp", "stage3-push"}
+    assert reproduce.snapshot_path(run_dir, "stage3-push").read_bytes() == b"weights of stage3-push"
     assert json.loads((archive / "settings.json").read_text())["trials"] == "30"  # the archive is only read
+    assert "stage3-push" in capsys.readouterr().out
 
-    # Another training setting than the archive's, or the same run dir without --trained_from: refused
-    assert reproduce.main(["--run_dir", str(tmp_path / "x"), "--cases", str(other_cases), "--seed", "2",
-                           "--trained_from", str(archive), "--status"]) == 2
-    assert "trained with other settings: --seed 1 (here 2)" in capsys.readouterr().err
-    assert reproduce.main(["--run_dir", str(tmp_path / "held-out-run"), "--cases", str(other_cases), "--trials", "2",
-                           "--status"]) == 2
-    assert reproduce.main([*run, "--ship", str(tmp_path / "ship")]) == 2
-    assert reproduce.main(["--run_dir", str(tmp_path / "y"), "--trained_from", str(tmp_path), "--status"]) == 2
+    # an archived step that ran another command line than today's plan says is not shared
+    done = archive / "steps" / "stage3-push" / "done.json"
+    recorded = json.loads(done.read_text())
+    assert "<run_dir>/snapshots/stage3-grasp.pth" in recorded["argv"]
+    done.write_text(json.dumps({**recorded, "argv": [*recorded["argv"], "--an_option_of_then"]}))
+    assert reproduce.main(["--run_dir", str(tmp_path / "then"), "--cases", str(other_cases), "--trials", "2",
+                           "--reuse_from", str(archive), "--status"]) == 0
+    assert _restored(tmp_path / "then") == {"stage1", "stage2", "stage3-grasp"}
+
+    # another seed shares nothing
+    assert reproduce.main(["--run_dir", str(tmp_path / "seed2"), "--seed", "2", "--reuse_from", str(archive),
+                           "--status"]) == 0
+    assert _restored(tmp_path / "seed2") == set()
+    assert reproduce.main(["--run_dir", str(tmp_path / "y"), "--reuse_from", str(tmp_path), "--status"]) == 2
     assert "not an archive" in capsys.readouterr().err
 
 
-def test_a_table_of_another_runs_snapshots_names_that_run():
+def test_reuse_from_shares_stages_1_2_and_their_rows_when_only_stage_3_differs(tmp_path):
+    archive = _trained_archive(tmp_path)
+    run_dir = tmp_path / "other-stage3"
+    assert reproduce.main(["--run_dir", str(run_dir), "--alternating_grasp_labels", "goal_probability",
+                           "--reuse_from", str(archive), "--status"]) == 0
+    # stage 3 and everything tested from its snapshot are new computations; the heuristic row is not
+    assert _restored(run_dir) == {"stage1", "stage2", "test-heuristic-test-10-obj-00"}
+    args = _args(tmp_path, run_dir=run_dir, archive=None)
+    steps = reproduce.build_steps(args)
+    assert reproduce.reused_archives(args, steps) == {
+        str(archive.resolve()): {"training": ["stage1", "stage2"], "rows": ["heuristic"]}}
+
+
+def test_a_plan_shares_a_step_only_with_the_snapshots_it_starts_from():
+    make = lambda name, argv, sources=(): reproduce.Step(name, list(argv), "train", 1, list(sources))  # noqa: E731
+    ours = [make("a", ["1"]), make("b", ["2"], ["a"]), make("c", ["3"], ["b"])]
+    theirs = [make("a", ["1"]), make("b", ["2*"], ["a"]), make("c", ["3"], ["b"])]
+    assert reproduce.shared_steps(ours, theirs) == ["a"]  # c's argv matches, but after another b
+    assert reproduce.shared_steps(ours, ours) == ["a", "b", "c"]
+
+
+def test_a_table_with_reused_steps_names_their_archive():
     table = {"rows": {"full": {"cases": {"a": {"completion_pct": 100.0, "goal_grasp_success_pct": 50.0,
                                                "motion_number": 2.0}},
                                "completion_pct": 100.0, "goal_grasp_success_pct": 50.0, "motion_number": 2.0,
                                "paper_code_completion_pct": 100.0, "paper_code_goal_grasp_success_pct": 50.0,
                                "first_grasp_goal_success_pct": 50.0}},
-             "cases": ["a"], "trials_per_case": 2, "trained_from": "results/reproduce-tiny16ctx"}
-    assert "snapshots trained in `results/reproduce-tiny16ctx`" in reproduce.format_table(table)
+             "cases": ["a"], "trials_per_case": 2,
+             "reused_from": {"results/reproduce-tiny16ctx": {"training": ["stage1", "stage2"], "rows": ["heuristic"]}}}
+    assert ("Taken from `results/reproduce-tiny16ctx` (--reuse_from, the same command lines): stage1, stage2; "
+            "the rows heuristic.") in reproduce.format_table(table)

@@ -123,6 +123,29 @@ def test_alternating_grasp_labels_table(primitive, outcome, alternating, expecte
         T.reward_and_label('push_only', primitive, outcome, G, alternating, alternating_grasp_labels='vpg')
 
 
+@pytest.mark.parametrize('outcome,expected', [
+    # --alternating_grasp_labels goal_probability: 2 for the goal whatever the next scene's Q ...
+    (O(grasp_success=True, goal_grasped=True, next_max_grasp_q=0.3, next_max_push_q=0.3), (1.0, 2.0)),
+    (O(grasp_success=True, goal_grasped=True, next_max_grasp_q=1.9, next_max_push_q=0.3), (1.0, 2.0)),
+    # ... 0 for another object (the scene ends without the goal) and for a miss
+    (O(grasp_success=True, goal_grasped=False, next_max_grasp_q=1.9, next_max_push_q=0.3), (0.0, 0.0)),
+    (O(grasp_success=False, pre_push_grasp_q=0.6, next_max_grasp_q=0.8, next_max_push_q=0.3), (0.0, 0.0)),
+])
+def test_goal_probability_grasp_labels_table(outcome, expected):
+    got = T.reward_and_label('push_only', 'grasp', outcome, G, True, alternating_grasp_labels='goal_probability')
+    assert got == pytest.approx(expected, abs=1e-12)
+    # pushes keep push_only's rule, and without --alternating_training grasps keep SPEC 5's
+    push = O(improved_grasp_q=0.2, change_detected=True, decreased_occupancy=0.2, pre_push_grasp_q=0.3,
+             next_max_push_q=0.8, next_max_grasp_q=1.9)
+    assert T.reward_and_label('push_only', 'push', push, G, True, alternating_grasp_labels='goal_probability') == \
+        T.reward_and_label('push_only', 'push', push, G, True, alternating_grasp_labels='grasp_only')
+    assert T.reward_and_label('push_only', 'grasp', outcome, G, False,
+                              alternating_grasp_labels='goal_probability')[0] in (1.5, 0.0)
+    assert T.grasp_success_reward('push_only', True, 'goal_probability') == 1.0
+    with pytest.raises(ValueError):
+        T.goal_probability_label(True, gamma=1.0)
+
+
 def test_grasp_success_reward_follows_the_alternating_labels():
     assert T.grasp_success_reward('push_only', True, 'grasp_only') == 1.0
     assert T.grasp_success_reward('push_only', True, 'push_only') == 1.5
