@@ -241,6 +241,15 @@ class Clock:
         return total
 
 
+def window_seconds_per_iteration(window_s: float, iterations: int, progress_s: float) -> float | None:
+    """Seconds per training iteration over the last progress window, or None for a window that
+    ran much longer than one progress interval: the run was paused (kill -STOP while the machine
+    is needed), and the pause is not the step's speed."""
+    if iterations <= 0 or window_s > 3 * max(progress_s, 1.0):
+        return None
+    return window_s / iterations
+
+
 def _fmt_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds > 5400 else f"{seconds / 60:.0f} min"
 
@@ -257,6 +266,7 @@ def run_step(args: argparse.Namespace, steps: list[Step], index: int, clock: Clo
     if session is not None:
         argv += ["--continue_logging", "--logging_directory", str(session)]
     started, done_before = time.time(), step_progress(run_dir, step)
+    window_start, window_done = started, done_before
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"),
                PYOPENGL_PLATFORM=os.environ.get("PYOPENGL_PLATFORM", "egl"))
     with open(directory / "stdout.log", "ab") as out:
@@ -271,8 +281,12 @@ def run_step(args: argparse.Namespace, steps: list[Step], index: int, clock: Clo
                     pass
                 done = step_progress(run_dir, step)
                 elapsed = time.time() - started
-                if done > done_before and step.kind == "train":
-                    clock.update("train", elapsed / (done - done_before))
+                if done > window_done and step.kind == "train":
+                    now = time.time()
+                    rate = window_seconds_per_iteration(now - window_start, done - window_done, args.progress_s)
+                    if rate is not None:
+                        clock.update("train", rate)
+                    window_start, window_done = now, done
                 print(f"[{index + 1}/{len(steps)} {step.name}] {done}/{step.budget} "
                       f"{'iterations' if step.kind == 'train' else 'trials'}, {elapsed / 60:.1f} min in this run; "
                       f"about {_fmt_duration(clock.seconds_left(run_dir, steps))} left in all", flush=True)

@@ -257,3 +257,9 @@ def test_a_table_with_reused_steps_names_their_archive():
              "reused_from": {"results/reproduce-tiny16ctx": {"training": ["stage1", "stage2"], "rows": ["heuristic"]}}}
     assert ("Taken from `results/reproduce-tiny16ctx` (--reuse_from, the same command lines): stage1, stage2; "
             "the rows heuristic.") in reproduce.format_table(table)
+
+
+def test_the_time_estimate_skips_a_paused_window():
+    assert reproduce.window_seconds_per_iteration(60.0, 20, 60.0) == 3.0
+    assert reproduce.window_seconds_per_iteration(900.0, 20, 60.0) is None  # kill -STOP for 15 min
+    assert reproduce.window_seconds_per_iteration(60.0, 0, 60.0) is None
