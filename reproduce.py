@@ -591,7 +591,7 @@ def reused_archives(args: argparse.Namespace, steps: list[Step]) -> dict[str, di
     """{archive: {"training": [step names], "rows": [Table I rows]}} of the steps restored from an
     archive other than args.archive."""
     own = str(args.archive) if getattr(args, "archive", None) else None
-    found: dict[str, list[str]] = {}
+    found: dict[str, dict[str, list[str]]] = {}
     for step in steps:
         done = step_dir(args.run_dir, step) / "done.json"
         try:
