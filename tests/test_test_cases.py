@@ -267,3 +267,36 @@ def test_every_project_case_is_challenging_under_jitter():
     rng = np.random.default_rng(0)
     for path in sorted(DEFAULT_CASES.glob("*.txt")):
         assert not any(immediate_goal_grasps(path, 2, rng, 0.003, np.deg2rad(3))), path.name
+
+
+def test_push_oracle_tries_the_policy_pushes_and_replays_exactly():
+    """bench/push_oracle.py measures the motion-number floor by replaying pushes from a reloaded
+    case: that needs the same pushes to lead to the same state, and only pushes the learned policy
+    may choose (free space near the goal, end inside the workspace)."""
+    import sys
+
+    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
+    import push_oracle
+
+    path = PROJECT_ROOT / "simulation" / "test-cases" / "test-10-obj-09.txt"
+    result = push_oracle.run_case(path, starts_per_rotation=1, max_pushes=2, end_margin_m=0.06,
+                                  rng=np.random.default_rng(0))
+    assert result["start_occupancy"] > 0.3  # a project case starts crowded
+    assert result["steps"] and result["steps"][0]["candidates"] >= 8
+    assert result["max_replay_occupancy_gap"] == 0.0
+    # Every candidate starts in the policy's start set.
+    from main import PUSH_NEAR_GOAL_PX
+    from robot import Robot
+    from simulation.mujoco_sim import MujocoSim
+
+    case = load_test_case(path)
+    sim = MujocoSim(num_obj=10, rng=0)
+    try:
+        robot = Robot(sim)
+        obs = push_oracle.after_pushes(robot, case, [])
+        for rotation, row, col in push_oracle.candidate_pushes(obs, 2, 0.06, robot.heightmap_resolution_m,
+                                                               np.random.default_rng(1)):
+            assert obs.push_allowed[row, col]
+            assert utils.dilate(obs.goal_mask > 0, PUSH_NEAR_GOAL_PX)[row, col]
+    finally:
+        sim.close()
