@@ -32,7 +32,7 @@ import validation
 from robot import PUSH_LENGTH_M, Robot
 from rules import (GOAL_OCCUPANCY_THRESHOLD, best_pixel, choose_primitive_goal_agnostic,
                    choose_primitive_goal_conditioned, choose_primitive_push_only, explore_probability,
-                   grasp_explore_probability, masked_max, random_primitive, reward_and_label)
+                   grasp_explore_probability, masked_max, random_primitive, random_push, reward_and_label)
 from fault_injection import kill_point, sim_fault
 from trainer import Transition, relabel_grasp_transition
 from utils import UserError
@@ -102,6 +102,10 @@ class Config:
     grasp_explore_policy: Literal["model", "heuristic"] = _f(
         "model", "what --grasp_explore explores with: the goal-agnostic explore model (the paper's), or the "
                  "depth heuristic's grasp inside the goal mask (no explore snapshot needed)")
+    push_explore_policy: Literal["heuristic", "random"] = _f(
+        "heuristic", "what a push_only push explores with (at --explore_rate_decay's rate): the depth heuristic's "
+                     "push into an edge beside the goal, or a uniformly random push among those the learned policy "
+                     "may choose (every rotation; free space near the goal, end inside the workspace)")
     load_explore_snapshot: bool = _f(False, "load --explore_snapshot_file as the explore model")
     explore_snapshot_file: str = _f("", "goal-agnostic snapshot used by --grasp_explore")
     grasp_reward_threshold: float = _f(1.8, "Qg: a goal grasp Q above this ends a push episode with a grasp")
@@ -833,7 +837,11 @@ class Runner:
                     rng.random() < explore_probability(p.iteration, cfg.explore_rate_decay):
                 # The paper's code is greedy here; an untrained push head then pushes the same
                 # empty spot for hundreds of iterations (shared/reviews/...-stage2-probe.md).
-                # Explore with the depth heuristic's push into an edge beside the goal instead.
+                # Explore with the depth heuristic's push into an edge beside the goal instead, or
+                # with any push the policy may choose (--push_explore_policy random).
+                if cfg.push_explore_policy == "random":
+                    action = random_push(self._learned_push_starts(push_allowed), rng)
+                    return primitive, action, float(push_q[action]), False, False
                 action = utils.push_heuristic(obs.depth_heightmap, push_allowed)
                 return primitive, action, float(push_q[action]), False, True
         else:
@@ -866,14 +874,19 @@ class Runner:
             action, _ = best_pixel(explore_q, allowed if allowed.any() else None)
             return primitive, action, float(q[action]), False, False
         if primitive == "push" and allowed.any():
-            # Only pushes whose full-length end stays inside the workspace (README, Differences).
-            margin_px = int(round(cfg.push_end_margin_m / cfg.heightmap_resolution))
-            length_px = int(round(PUSH_LENGTH_M / cfg.heightmap_resolution))
-            inside = allowed[None] & utils.push_end_inside(allowed.shape[0], length_px, margin_px)
-            if inside.any():
-                allowed = inside
+            allowed = self._learned_push_starts(allowed)
         action, value = best_pixel(q, allowed if allowed.any() else None)
         return primitive, action, value, not explored, False
+
+    def _learned_push_starts(self, push_allowed: np.ndarray) -> np.ndarray:
+        """(R, H, W) bool: the pushes a learned policy may choose, those of push_allowed (H, W) whose
+        full-length end stays --push_end_margin_m inside the workspace (README, Differences); all
+        of push_allowed, every rotation, when none does."""
+        cfg = self.cfg
+        margin_px = int(round(cfg.push_end_margin_m / cfg.heightmap_resolution))
+        length_px = int(round(PUSH_LENGTH_M / cfg.heightmap_resolution))
+        inside = push_allowed[None] & utils.push_end_inside(push_allowed.shape[0], length_px, margin_px)
+        return inside if inside.any() else np.broadcast_to(push_allowed[None], inside.shape)
 
     def _choose_heuristic(self, obs: Observation, grasp_allowed, push_allowed):
         """--policy heuristic: grasp inside the goal mask, push when the goal is crowded."""

@@ -414,6 +414,15 @@ def random_primitive(rng: np.random.Generator) -> str:
     return PRIMITIVES[int(rng.integers(2))]
 
 
+def random_push(allowed: np.ndarray, rng: np.random.Generator) -> tuple[int, int, int]:
+    """An exploration push (rotation, row, col) drawn uniformly from the True cells of `allowed`
+    (R, H, W); from every cell when none is True."""
+    cells = np.flatnonzero(allowed)
+    flat = int(rng.choice(cells)) if cells.size else int(rng.integers(allowed.size))
+    rotation, row, col = np.unravel_index(flat, allowed.shape)
+    return int(rotation), int(row), int(col)
+
+
 # ==============================================================================================
 # Which rules, what happened, when to reset, the counters
 # ==============================================================================================

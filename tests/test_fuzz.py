@@ -317,7 +317,7 @@ INT_OPTIONS = ["num_obj", "random_seed", "goal_obj_idx", "max_push_episode_lengt
 FLOAT_OPTIONS = ["heightmap_resolution", "future_reward_discount", "learning_rate", "grasp_reward_threshold",
                  "preset_jitter_mm", "preset_jitter_deg"]
 CHOICE_OPTIONS = ["sim", "stage", "policy", "backbone", "precision", "train_scene", "push_reward",
-                  "replay_candidates", "grasp_explore_policy"]
+                  "replay_candidates", "grasp_explore_policy", "push_explore_policy"]
 OUT_OF_RANGE = {
     "num_obj": ["0", "-3"], "random_seed": ["-1"], "goal_obj_idx": ["-2", "99"], "max_push_episode_length": ["0"],
     "max_iterations": ["-1"], "max_test_trials": ["0", "-5"], "max_goal_grasp_failures": ["0"],
@@ -368,7 +368,8 @@ def bad_command_line(draw, session: Path) -> list[str]:
         bad = [f"--{draw(st.sampled_from(INT_OPTIONS + FLOAT_OPTIONS + CHOICE_OPTIONS))}"]
     else:  # a new session may not reuse an existing one
         bad = ["--logging_directory", str(session)]
-    fillers = draw(st.lists(FILLER, max_size=3))
+    # A filler after the bad option must not set that option again (the later value would win).
+    fillers = [f for f in draw(st.lists(FILLER, max_size=3)) if f[0] not in bad]
     argv = [token for filler in fillers for token in filler]
     position = draw(st.integers(0, len(fillers)))
     head = [token for filler in fillers[:position] for token in filler]

@@ -127,6 +127,28 @@ def test_stage2_push_only(tmp_path):
     assert set(rewards[primitives == 0]) <= {-0.5, 0.0, 0.5}
 
 
+def test_push_only_can_explore_with_random_policy_pushes(tmp_path):
+    """--push_explore_policy random: exploring pushes come from the learned policy's own push set
+    (free space near the goal), any rotation, and are not the heuristic's."""
+    snapshot = tiny_snapshot(tmp_path, "goal_conditioned")
+    session = run(tmp_path, "--stage", "push_only", "--num_obj", "6", "--grasp_reward_threshold", "100", *GOAL,
+                  "--goal_obj_idx", "2", "--experience_replay", "--explore_rate_decay", "--load_snapshot",
+                  "--snapshot_file", str(snapshot), "--push_explore_policy", "random", "--max_iterations", "8", *FAST)
+    assert_consistent_logs(session, 8)
+    actions = rows(session, "executed-action")
+    explored = (actions[:, 0] == 0) & (rows(session, "is-exploit").ravel() == 0)
+    assert explored.any()  # at iteration < 8 the exploration rate is about 0.5
+    assert np.all(rows(session, "use-heuristic").ravel()[explored] == 0)
+    # Each exploring push starts where the policy may push: outside every object's footprint.
+    import cv2
+
+    for iteration in np.flatnonzero(explored):
+        heightmap = session / "data" / "depth-heightmaps" / f"{iteration:06d}.0.depth.png"
+        height_m = cv2.imread(str(heightmap), cv2.IMREAD_UNCHANGED).astype(np.float64) * 1e-5
+        row, col = int(actions[iteration, 2]), int(actions[iteration, 3])
+        assert height_m[row, col] <= 0.02
+
+
 @pytest.mark.parametrize("half", ["grasp", "push"])
 def test_stage3_alternating_halves(tmp_path, half):
     snapshot = tiny_snapshot(tmp_path, "goal_conditioned")

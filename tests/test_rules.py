@@ -1,4 +1,5 @@
 """The pure rules of SPEC 5 that Runner sequences: rule sets, outcomes, counters, resets."""
+import numpy as np
 import pytest
 
 import rules
@@ -90,3 +91,19 @@ def test_reset_reason_table(changes, expected):
         assert reason is None
     else:
         assert expected in reason
+
+
+def test_random_push_draws_every_allowed_cell_and_nothing_else():
+    from rules import random_push
+
+    allowed = np.zeros((16, 6, 6), dtype=bool)
+    allowed[3, 1, 2] = allowed[9, 4, 4] = allowed[15, 0, 5] = True
+    rng = np.random.default_rng(0)
+    drawn = {random_push(allowed, rng) for _ in range(200)}
+    assert drawn == {(3, 1, 2), (9, 4, 4), (15, 0, 5)}
+    # Seeded: the same generator state gives the same pushes.
+    a = [random_push(allowed, np.random.default_rng(5)) for _ in range(3)]
+    assert a == [random_push(allowed, np.random.default_rng(5)) for _ in range(3)]
+    # Nothing allowed: any push at all, still inside the maps.
+    rotation, row, col = random_push(np.zeros((16, 6, 6), dtype=bool), rng)
+    assert 0 <= rotation < 16 and 0 <= row < 6 and 0 <= col < 6
