@@ -386,6 +386,27 @@ class Observation:
         return utils.dilate(self.goal_mask > 0, PUSH_NEAR_GOAL_PX) & self.push_allowed
 
 
+def observe(robot: Robot, goal_obj: int | None) -> Observation:
+    """The robot's current observation: images, heightmaps, every object's mask, and the goal's
+    mask (all zeros once the goal is gone; None when goal_obj is None, goal-agnostic)."""
+    color, depth, color_hm, raw_depth_hm = robot.get_heightmaps()
+    depth_hm = utils.valid_depth(raw_depth_hm)
+    masks = robot.object_masks(color_hm, depth_hm)
+    goal_mask = None if goal_obj is None else masks.get(goal_obj, np.zeros(depth_hm.shape, dtype=np.uint8))
+    return Observation(color, depth, color_hm, depth_hm, masks, goal_mask)
+
+
+def learned_push_starts(push_allowed: np.ndarray, push_end_margin_m: float,
+                        heightmap_resolution_m: float) -> np.ndarray:
+    """(R, H, W) bool: the pushes a learned policy may choose, those of push_allowed (H, W) whose
+    full-length end stays push_end_margin_m inside the workspace (README, Differences); all of
+    push_allowed, every rotation, when none does."""
+    margin_px = int(round(push_end_margin_m / heightmap_resolution_m))
+    length_px = int(round(PUSH_LENGTH_M / heightmap_resolution_m))
+    inside = push_allowed[None] & utils.push_end_inside(push_allowed.shape[0], length_px, margin_px)
+    return inside if inside.any() else np.broadcast_to(push_allowed[None], inside.shape)
+
+
 @dataclass
 class Pending:
     """The last executed action, waiting for the next observation to be labelled."""
@@ -704,13 +725,7 @@ class Runner:
             self._bar.trial_done()
 
     def observe(self) -> Observation:
-        color, depth, color_hm, raw_depth_hm = self.robot.get_heightmaps()
-        depth_hm = utils.valid_depth(raw_depth_hm)
-        masks = self.robot.object_masks(color_hm, depth_hm)
-        goal_mask = None
-        if self.goal_conditioned:
-            goal_mask = masks.get(self.progress.goal_obj, np.zeros(depth_hm.shape, dtype=np.uint8))
-        return Observation(color, depth, color_hm, depth_hm, masks, goal_mask)
+        return observe(self.robot, self.progress.goal_obj if self.goal_conditioned else None)
 
     def _say(self, line: str) -> None:
         if self._bar is None:
@@ -840,7 +855,8 @@ class Runner:
                 # Explore with the depth heuristic's push into an edge beside the goal instead, or
                 # with any push the policy may choose (--push_explore_policy random).
                 if cfg.push_explore_policy == "random":
-                    action = random_push(self._learned_push_starts(push_allowed), rng)
+                    action = random_push(learned_push_starts(push_allowed, cfg.push_end_margin_m,
+                                                             cfg.heightmap_resolution), rng)
                     return primitive, action, float(push_q[action]), False, False
                 action = utils.push_heuristic(obs.depth_heightmap, push_allowed)
                 return primitive, action, float(push_q[action]), False, True
@@ -874,19 +890,9 @@ class Runner:
             action, _ = best_pixel(explore_q, allowed if allowed.any() else None)
             return primitive, action, float(q[action]), False, False
         if primitive == "push" and allowed.any():
-            allowed = self._learned_push_starts(allowed)
+            allowed = learned_push_starts(allowed, cfg.push_end_margin_m, cfg.heightmap_resolution)
         action, value = best_pixel(q, allowed if allowed.any() else None)
         return primitive, action, value, not explored, False
-
-    def _learned_push_starts(self, push_allowed: np.ndarray) -> np.ndarray:
-        """(R, H, W) bool: the pushes a learned policy may choose, those of push_allowed (H, W) whose
-        full-length end stays --push_end_margin_m inside the workspace (README, Differences); all
-        of push_allowed, every rotation, when none does."""
-        cfg = self.cfg
-        margin_px = int(round(cfg.push_end_margin_m / cfg.heightmap_resolution))
-        length_px = int(round(PUSH_LENGTH_M / cfg.heightmap_resolution))
-        inside = push_allowed[None] & utils.push_end_inside(push_allowed.shape[0], length_px, margin_px)
-        return inside if inside.any() else np.broadcast_to(push_allowed[None], inside.shape)
 
     def _choose_heuristic(self, obs: Observation, grasp_allowed, push_allowed):
         """--policy heuristic: grasp inside the goal mask, push when the goal is crowded."""

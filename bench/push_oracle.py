@@ -42,8 +42,8 @@ from scipy.stats import spearmanr  # noqa: E402
 
 import models  # noqa: E402
 import utils  # noqa: E402
-from main import PUSH_NEAR_GOAL_PX, Config, Observation  # noqa: E402
-from robot import PUSH_LENGTH_M, Robot  # noqa: E402
+from main import PUSH_NEAR_GOAL_PX, Config, Observation, learned_push_starts, observe  # noqa: E402
+from robot import Robot  # noqa: E402
 from rules import GOAL_OCCUPANCY_THRESHOLD  # noqa: E402
 from simulation.mujoco_sim import MujocoSim  # noqa: E402
 from simulation.test_cases import load_test_case  # noqa: E402
@@ -52,22 +52,14 @@ from simulation.test_cases import load_test_case  # noqa: E402
 OCCUPANCY_DROP_FOR_REWARD = 0.1
 
 
-def observe(robot: Robot, goal: int) -> Observation:
-    color, depth, color_hm, raw_depth_hm = robot.get_heightmaps()
-    depth_hm = utils.valid_depth(raw_depth_hm)
-    masks = robot.object_masks(color_hm, depth_hm)
-    return Observation(color, depth, color_hm, depth_hm, masks, masks.get(goal))
-
-
 def candidate_pushes(obs: Observation, starts_per_rotation: int, end_margin_m: float, resolution_m: float,
                      rng: np.random.Generator) -> list[tuple[int, int, int]]:
-    """The learned policy's push set (main.Runner._choose), sampled per rotation."""
-    allowed = obs.push_allowed_near_goal
-    inside = utils.push_end_inside(allowed.shape[0], int(round(PUSH_LENGTH_M / resolution_m)),
-                                   int(round(end_margin_m / resolution_m)))
+    """The learned policy's push set (main.learned_push_starts, as Runner._choose uses it),
+    sampled per rotation."""
+    starts = learned_push_starts(obs.push_allowed_near_goal, end_margin_m, resolution_m)
     candidates = []
-    for rotation in range(utils.NUM_ROTATIONS):
-        rows, cols = np.nonzero(allowed & inside[rotation])
+    for rotation in range(starts.shape[0]):
+        rows, cols = np.nonzero(starts[rotation])
         if rows.size == 0:
             continue
         for i in rng.choice(rows.size, size=min(starts_per_rotation, rows.size), replace=False):
