@@ -37,6 +37,11 @@ same iteration, are skipped and counted separately):
   grasps / actions (VPG's name: it is the grasp share of all actions, not grasps / pushes).
   Also ``grasp_success_all_pct``: successful grasps / grasp attempts pooled over all finished
   trials.
+* Motion split (``motion_split``, when the occupancy log exists): where a completed trial's
+  motions go, by the state each one started from: pushes while the goal's occupancy ratio was
+  above 0.3 (or unknown), the pushes SPEC 5's test rule makes whatever the grasp net says;
+  pushes at occupancy <= 0.3, made because the goal's grasp Q was under the rule's threshold;
+  and grasps. Means over completed trials; the three add up to MN.
 
 Outputs: a table on stdout, JSON (``<session>/evaluation.json`` or ``--json PATH``), and a plot
 ``<session>/evaluation.png`` (per-trial motion number, cumulative goal grasp success and
@@ -56,6 +61,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rules import GOAL_OCCUPANCY_THRESHOLD
 from logger import KNOWN_LOG_COLUMNS, atomic_write_bytes, read_log_file
 from utils import UserError
 
@@ -96,8 +102,9 @@ def load_session_logs(directory: str | os.PathLike, need_goal: bool = True) -> d
     """Read and check the transitions logs that evaluation needs.
 
     Returns a dict of 1-D arrays, one entry per executed action: 'primitive' (0 push, 1 grasp),
-    'grasp_obj', 'goal_obj' (None when not needed and absent), 'grasp_success' (None when the
-    log is absent), and 'clearance' (trial-end iterations, int, possibly empty).
+    'grasp_obj', 'goal_obj' (None when not needed and absent), 'grasp_success', 'reward' and
+    'occupancy' (the goal's occupancy ratio before the action; each None when its log is
+    absent), and 'clearance' (trial-end iterations, int, possibly empty).
     Raises UserError for a missing directory or log, or inconsistent logs.
     """
     d = Path(directory)
@@ -125,6 +132,7 @@ def load_session_logs(directory: str | os.PathLike, need_goal: bool = True) -> d
     grasp_success = _column(_load_log(transitions, 'grasp-success', required=False), 'grasp-success',
                             num_rows)
     reward = _column(_load_log(transitions, 'reward-value', required=False), 'reward-value', num_rows)
+    occupancy = _column(_load_log(transitions, 'occupancy', required=False), 'occupancy', num_rows)
 
     # No clearance file simply means no trial has ended yet (logs are created on first append).
     clear = _load_log(transitions, 'clearance', required=False)
@@ -140,7 +148,8 @@ def load_session_logs(directory: str | os.PathLike, need_goal: bool = True) -> d
     aborted_log = _load_log(transitions, 'aborted-trial', required=False)
     aborted = np.zeros((0,), dtype=int) if aborted_log is None else aborted_log.reshape(-1).astype(int)
     return {'primitive': primitive, 'grasp_obj': grasp_obj, 'goal_obj': goal_obj,
-            'grasp_success': grasp_success, 'clearance': clearance, 'aborted': aborted, 'reward': reward}
+            'grasp_success': grasp_success, 'clearance': clearance, 'aborted': aborted, 'reward': reward,
+            'occupancy': occupancy}
 
 
 def _check_clearance(clearance: np.ndarray, num_rows: int) -> None:
@@ -169,7 +178,9 @@ def evaluate_logs(primitive: np.ndarray, grasp_obj: np.ndarray, clearance: np.nd
                   goal_obj: np.ndarray | None = None, grasp_success: np.ndarray | None = None,
                   num_obj_complete: int = 1,
                   max_goal_grasp_failures: int = DEFAULT_MAX_GOAL_GRASP_FAILURES,
-                  aborted: np.ndarray | None = None, reward: np.ndarray | None = None) -> dict[str, Any]:
+                  aborted: np.ndarray | None = None, reward: np.ndarray | None = None,
+                  occupancy: np.ndarray | None = None,
+                  occupancy_threshold: float = GOAL_OCCUPANCY_THRESHOLD) -> dict[str, Any]:
     """Compute per-trial and session metrics from per-action arrays (see the module docstring).
 
     Args:
@@ -183,6 +194,9 @@ def evaluate_logs(primitive: np.ndarray, grasp_obj: np.ndarray, clearance: np.nd
         aborted: trial-end iterations of trials cut short by an interruption; skipped.
         reward: (R,) reward-value log, for the paper code's own figures (a grasp with reward
             >= 0.5 is a success there); None: the target grasps stand in for it.
+        occupancy: (R,) the goal's occupancy ratio before each action (NaN: unknown), for the
+            motion split; None: no split.
+        occupancy_threshold: the test rule's occupancy ratio above which it always pushes.
 
     Returns a JSON-ready dict; percentages are in percent (0..100), None where undefined.
     """
@@ -206,6 +220,12 @@ def evaluate_logs(primitive: np.ndarray, grasp_obj: np.ndarray, clearance: np.nd
     is_grasp = primitive == 1
     if reward is not None and np.size(reward) != num_rows:
         raise UserError(f'inconsistent logs: reward-value has {np.size(reward)} rows, executed-action {num_rows}')
+    if occupancy is not None and np.size(occupancy) != num_rows:
+        raise UserError(f'inconsistent logs: occupancy has {np.size(occupancy)} rows, executed-action {num_rows}')
+    # A push "while crowded" is one the test rule makes whatever the grasp net says; NaN (goal
+    # unseen) compares False with <=, so it counts here too.
+    crowded_push = (~is_grasp & ~(np.asarray(occupancy, dtype=float).ravel() <= occupancy_threshold)
+                    if occupancy is not None else None)
     if grasp_success is not None:
         success = is_grasp & (np.asarray(grasp_success, dtype=float).ravel() > 0.5)
     else:
@@ -277,6 +297,11 @@ def evaluate_logs(primitive: np.ndarray, grasp_obj: np.ndarray, clearance: np.nd
             grasps_w = int(is_grasp[window].sum())  # >= 1: the completing row is a grasp
             trial['motion_number'] = completed_at + 1
             trial['goal_grasp_success_pct'] = 100.0 * int(target[window].sum()) / grasps_w
+            if crowded_push is not None:
+                crowded = int(crowded_push[window].sum())
+                trial['motion_split'] = {'pushes_goal_crowded': crowded,
+                                         'pushes_goal_free': completed_at + 1 - grasps_w - crowded,
+                                         'grasps': grasps_w}
         trials.append(trial)
 
     done = [t for t in trials if t['completed']]
@@ -324,6 +349,11 @@ def evaluate_logs(primitive: np.ndarray, grasp_obj: np.ndarray, clearance: np.nd
     # Challenging cases: how often the very first grasp of a trial already took the target.
     result['first_grasp_goal_success_pct'] = (_pct(sum(t['first_grasp_is_target'] for t in with_grasp)
                                                    / len(with_grasp)) if with_grasp else None)
+    split_trials = [t['motion_split'] for t in done if 'motion_split' in t]
+    result['motion_split'] = ({'occupancy_threshold': float(occupancy_threshold),
+                               **{k: _mean([m[k] for m in split_trials])
+                                  for k in ('pushes_goal_crowded', 'pushes_goal_free', 'grasps')}}
+                              if split_trials else None)
     result['notes'] = notes
     return result
 
@@ -354,7 +384,7 @@ def evaluate_session(directory: str | os.PathLike, num_obj_complete: int = 1,
                            goal_obj=logs['goal_obj'], grasp_success=logs['grasp_success'],
                            num_obj_complete=num_obj_complete,
                            max_goal_grasp_failures=max_goal_grasp_failures, aborted=logs['aborted'],
-                           reward=logs['reward'])
+                           reward=logs['reward'], occupancy=logs['occupancy'])
     return {'session_directory': str(directory), **result}
 
 
@@ -363,6 +393,14 @@ def evaluate_session(directory: str | os.PathLike, num_obj_complete: int = 1,
 # ----------------------------------------------------------------------------------------------
 def _fmt_pct(x: float | None) -> str:
     return 'n/a' if x is None else f'{x:.1f} %'
+
+
+def _fmt_split(split: dict[str, float] | None) -> str:
+    if split is None:
+        return 'n/a (no occupancy log, or no completed trial)'
+    t = split['occupancy_threshold']
+    return (f'{split["pushes_goal_crowded"]:.2f} pushes at occupancy > {t:g} + '
+            f'{split["pushes_goal_free"]:.2f} pushes at <= {t:g} + {split["grasps"]:.2f} grasps')
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -404,6 +442,7 @@ def format_report(result: dict[str, Any]) -> str:
         ('Paper code: MN', 'n/a' if result['paper_code_motion_number'] is None
          else f'{result["paper_code_motion_number"]:.2f}'),
         ('First grasp took the goal', _fmt_pct(result['first_grasp_goal_success_pct'])),
+        ('MN split', _fmt_split(result.get('motion_split'))),
         ('VPG clearance', _fmt_pct(result['clearance_pct'])),
         ('VPG grasp success', _fmt_pct(result['grasp_success_pct'])),
         ('Grasp success, all trials', _fmt_pct(result['grasp_success_all_pct'])),

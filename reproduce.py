@@ -387,7 +387,8 @@ def evaluate_rows(args: argparse.Namespace, steps: list[Step]) -> dict:
             result = evaluate.evaluate_session(session_of(args.run_dir, step), num_obj_complete=1)
             per_case[case] = {k: result.get(k) for k in (
                 "num_trials", "completion_pct", "goal_grasp_success_pct", "motion_number",
-                "paper_code_completion_pct", "paper_code_goal_grasp_success_pct", "first_grasp_goal_success_pct")}
+                "paper_code_completion_pct", "paper_code_goal_grasp_success_pct", "first_grasp_goal_success_pct",
+                "motion_split")}
         if not per_case:
             continue
         mean = lambda key: _mean_of([c[key] for c in per_case.values()])  # noqa: E731
@@ -397,9 +398,25 @@ def evaluate_rows(args: argparse.Namespace, steps: list[Step]) -> dict:
                               "motion_number": mean("motion_number"),
                               "paper_code_completion_pct": mean("paper_code_completion_pct"),
                               "paper_code_goal_grasp_success_pct": mean("paper_code_goal_grasp_success_pct"),
-                              "first_grasp_goal_success_pct": mean("first_grasp_goal_success_pct")}
+                              "first_grasp_goal_success_pct": mean("first_grasp_goal_success_pct"),
+                              "motion_split": _mean_split([c.get("motion_split") for c in per_case.values()])}
         table["cases"] = sorted(set(table["cases"]) | set(per_case))
     return table
+
+
+SPLIT_PARTS = ("pushes_goal_crowded", "pushes_goal_free", "grasps")
+
+
+def _mean_split(splits: list) -> dict | None:
+    """The mean over cases of evaluate.py's motion split (None unless every case has one: a
+    part-mean would not add up to the row's MN)."""
+    if not splits or any(s is None for s in splits):
+        return None
+    return {k: _mean_of([s[k] for s in splits]) for k in SPLIT_PARTS}
+
+
+def _split_cell(split: dict | None) -> str:
+    return "n/a" if not split else " / ".join(_cell(split[k], 2) for k in SPLIT_PARTS)
 
 
 def _mean_of(values: list) -> float | None:
@@ -413,8 +430,9 @@ def _cell(value: float | None, digits: int = 1) -> str:
 
 def format_table(table: dict) -> str:
     lines = ["| method | completion % | goal grasp success % | motion number | "
-             "paper-code completion % | paper-code GS % | goal grasped at the first grasp % |",
-             "|---|---|---|---|---|---|---|"] if table["rows"] else []
+             "paper-code completion % | paper-code GS % | goal grasped at the first grasp % | "
+             "MN split: pushes at goal occupancy > 0.3 / pushes at <= 0.3 / grasps |",
+             "|---|---|---|---|---|---|---|---|"] if table["rows"] else []
     for row, values in table["rows"].items():
         # a mean over fewer cases than the other rows is not comparable with them
         measured = len(values["cases"])
@@ -422,7 +440,7 @@ def format_table(table: dict) -> str:
         lines.append(f"| {name} | {_cell(values['completion_pct'])} | {_cell(values['goal_grasp_success_pct'])} | "
                      f"{_cell(values['motion_number'], 2)} | {_cell(values['paper_code_completion_pct'])} | "
                      f"{_cell(values['paper_code_goal_grasp_success_pct'])} | "
-                     f"{_cell(values['first_grasp_goal_success_pct'])} |")
+                     f"{_cell(values['first_grasp_goal_success_pct'])} | {_split_cell(values.get('motion_split'))} |")
     learning = table.get("learning", {})
     if learning:
         lines += ["", "| training step | episodes | first episode with >= 80 % goal grasps over the last 100 | "

@@ -244,3 +244,32 @@ def test_paper_code_figures_beside_ours():
     # The first grasp took the goal in none of the trials with a grasp.
     assert r['first_grasp_goal_success_pct'] == 0.0
     assert 'Paper code: completion' in evaluate.format_report(r)
+
+
+def test_motion_split_adds_up_to_mn_by_hand(tmp_path):
+    # The goal's occupancy before each row; only the completed trials' pushes matter: row 0
+    # (trial 0), rows 15-17 (trial 2), row 20 (trial 3). NaN (goal unseen) counts as crowded;
+    # exactly 0.3 is free (the test rule pushes only above 0.3).
+    occupancy = {0: 0.5, 15: 0.6, 16: float('nan'), 17: 0.2, 20: 0.3}
+    d = write_session(tmp_path / 's')
+    lg = Logger(logging_directory=d, continue_logging=True, verbose=False)
+    for i in range(len(ROWS)):
+        lg.append('occupancy', [occupancy.get(i, 0.9), 0.0])
+    r = evaluate.evaluate_session(d)
+    per_trial = [t.get('motion_split') for t in r['trials']]
+    assert per_trial == [{'pushes_goal_crowded': 1, 'pushes_goal_free': 0, 'grasps': 2}, None,
+                         {'pushes_goal_crowded': 2, 'pushes_goal_free': 1, 'grasps': 1},
+                         {'pushes_goal_crowded': 0, 'pushes_goal_free': 1, 'grasps': 2}, None]
+    split = r['motion_split']
+    assert split['pushes_goal_crowded'] == pytest.approx(1.0)
+    assert split['pushes_goal_free'] == pytest.approx(2 / 3)
+    assert split['grasps'] == pytest.approx(5 / 3)
+    assert sum(split[k] for k in ('pushes_goal_crowded', 'pushes_goal_free', 'grasps')) == \
+        pytest.approx(r['motion_number'])
+    assert '1.00 pushes at occupancy > 0.3 + 0.67 pushes at <= 0.3 + 1.67 grasps' in evaluate.format_report(r)
+
+
+def test_motion_split_absent_without_occupancy_log(tmp_path):
+    r = evaluate.evaluate_session(write_session(tmp_path / 's'))
+    assert r['motion_split'] is None
+    assert 'MN split' in evaluate.format_report(r)

@@ -74,12 +74,21 @@ def test_progress_comes_from_the_step_logs(tmp_path):
 def test_table_markdown_has_every_measured_row(tmp_path):
     cell = {"num_trials": 30, "completion_pct": 90.0, "goal_grasp_success_pct": 80.0, "motion_number": 3.1,
             "paper_code_completion_pct": 95.0, "paper_code_goal_grasp_success_pct": 81.0,
-            "first_grasp_goal_success_pct": 0.0}
+            "first_grasp_goal_success_pct": 0.0,
+            "motion_split": {"pushes_goal_crowded": 1.0, "pushes_goal_free": 0.5, "grasps": 1.6}}
     table = {"rows": {"full": {"description": "", "cases": {"c0": cell}, **cell}}, "cases": ["c0"],
              "trials_per_case": 30, "learning": {"stage1": {"episodes": 600, "first_episode_at_80pct_last100": None,
                                                             "final_goal_success_ma_pct": 52.0, "final_grasp_q_ma": 2.1}}}
     text = reproduce.format_table(table)
     assert "| full | 90.0 | 80.0 | 3.10 |" in text and "not reached" in text and "| c0 |" in text
+    assert "| 0.0 | 1.00 / 0.50 / 1.60 |" in text  # the MN split, after the first-grasp column
+
+
+def test_row_split_is_the_case_mean_only_when_every_case_has_one():
+    a = {"pushes_goal_crowded": 2.0, "pushes_goal_free": 1.0, "grasps": 1.0}
+    b = {"pushes_goal_crowded": 1.0, "pushes_goal_free": 0.0, "grasps": 2.0}
+    assert reproduce._mean_split([a, b]) == {"pushes_goal_crowded": 1.5, "pushes_goal_free": 0.5, "grasps": 1.5}
+    assert reproduce._mean_split([a, None]) is None and reproduce._mean_split([]) is None
 
 
 def test_a_run_dir_refuses_other_settings(tmp_path, capsys):
