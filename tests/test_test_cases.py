@@ -300,3 +300,27 @@ def test_push_oracle_tries_the_policy_pushes_and_replays_exactly():
             assert utils.dilate(obs.goal_mask > 0, PUSH_NEAR_GOAL_PX)[row, col]
     finally:
         sim.close()
+
+
+def test_lone_goal_bench_keeps_only_the_goal_and_the_shipped_net_takes_it(tmp_path):
+    """bench/lone_goal.py isolates the grasp net from the clutter: the case's goal alone, at its
+    pose; the shipped net is sure of it (Q >= the test rule's 1.5) and its grasp takes it."""
+    import json
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
+    import lone_goal
+
+    path = PROJECT_ROOT / "simulation" / "test-cases" / "test-10-obj-00.txt"
+    case = load_test_case(path)
+    lone = lone_goal.lone_goal_case(path)
+    assert lone.goal_obj_idx == 0 and lone.objects == (case.objects[case.goal_obj_idx],)
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    shutil.copy(path, cases)
+    out = tmp_path / "lone.json"
+    assert lone_goal.main(["--cases", str(cases), "--draws", "1", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["draws"]
+    probe = row[str(lone_goal.DEFAULT_SNAPSHOT)]
+    assert probe["q"] >= 1.5 and probe["goal_taken"] and probe["occupancy"] == 0.0
