@@ -3,7 +3,9 @@
 The full method pushes a free goal while the goal's grasp Q stays under the test rule's 1.5
 (README, "Where the reproduction stands"), and most on the long goals. This bench isolates the
 grasp net from the clutter: for each case file it builds the goal alone on the table at the
-file's pose, moved by a seeded random offset and turned by a random angle (`--draws` per case),
+file's pose (with `--keep_beyond_m D`, also the case's other objects whose origin lies farther
+than D from the goal's), the goal moved by a seeded random offset and turned by a random angle
+(`--draws` per case),
 asks each snapshot for its best goal-masked grasp (the test policy's pick: the Q map's maximum
 inside the goal mask), executes that grasp, and records the Q and whether the goal was taken.
 A calibrated net that is unsure of a lone goal fails its grasps there too; one whose grasps
@@ -46,13 +48,20 @@ OFFSET_M = 0.03  # the lone goal's random shift, each of x and y: away from its 
 YAW_RAD = float(np.pi)  # any heading: the net should be sure of every one
 
 
-def lone_goal_case(path: Path):
-    """The case with only its goal object left (index 0, at the file's pose)."""
+def lone_goal_case(path: Path, keep_beyond_m: float | None = None):
+    """The case with its goal object first (index 0, at the file's pose) and no other object, or,
+    with keep_beyond_m, the other objects whose origin lies farther than that from the goal's
+    (the clutter without the goal's near neighbours)."""
     case = load_test_case(path)
     if case.goal_obj_idx is None:
         raise SystemExit(f"error: {path} names no goal (# goal_obj_idx: k)")
-    return dataclasses.replace(case, objects=(case.objects[case.goal_obj_idx],), goal_obj_idx=0,
-                               outside_workspace=(), below_table=())
+    goal = case.objects[case.goal_obj_idx]
+    others = []
+    if keep_beyond_m is not None:
+        gone = set(case.outside_workspace) | set(case.below_table)
+        others = [o for i, o in enumerate(case.objects) if i != case.goal_obj_idx and i not in gone
+                  and np.hypot(o.position_m[0] - goal.position_m[0], o.position_m[1] - goal.position_m[1]) > keep_beyond_m]
+    return dataclasses.replace(case, objects=(goal, *others), goal_obj_idx=0, outside_workspace=(), below_table=())
 
 
 def probe(trainer, robot: Robot, case) -> dict:
@@ -73,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default=str(ROOT / "simulation" / "test-cases"))
     parser.add_argument("--draws", type=int, default=8, help="random poses of each case's goal")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep_beyond_m", type=float, default=None,
+                        help="keep the other objects farther than this from the goal (default: none kept)")
     parser.add_argument("--snapshot", action="append", default=[], help=f"repeatable (default {DEFAULT_SNAPSHOT})")
     parser.add_argument("--json", default=None, help="where to write the summary (default bench/results/)")
     args = parser.parse_args(argv)
@@ -94,22 +105,24 @@ def main(argv: list[str] | None = None) -> int:
     threshold = Config().goal_grasp_q_threshold
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
-    sim = MujocoSim(num_obj=1, rng=rng)
-    robot = Robot(sim)
     draws = []
-    try:
-        for path in cases:
-            base = lone_goal_case(path)
+    for path in cases:
+        base = lone_goal_case(path, args.keep_beyond_m)
+        sim = MujocoSim(num_obj=len(base.objects), rng=rng)
+        robot = Robot(sim)
+        try:
             for _ in range(args.draws):
-                case = jitter_case(base, rng, OFFSET_M, YAW_RAD)
+                # Only the goal moves: the kept clutter stays where the file has it.
+                moved = jitter_case(dataclasses.replace(base, objects=base.objects[:1]), rng, OFFSET_M, YAW_RAD)
+                case = dataclasses.replace(base, objects=moved.objects + base.objects[1:])
                 row = {"case": path.stem, "mesh": base.objects[0].mesh_file}
                 for snapshot, trainer in trainers.items():
                     row[snapshot] = probe(trainer, robot, case)
                 draws.append(row)
-    finally:
-        sim.close()
+        finally:
+            sim.close()
     summary = {"bench": "lone_goal", "date": datetime.date.today().isoformat(), "cases": args.cases,
-               "draws_per_case": args.draws, "seed": args.seed, "offset_m": OFFSET_M, "yaw_rad": YAW_RAD,
+               "draws_per_case": args.draws, "seed": args.seed, "keep_beyond_m": args.keep_beyond_m, "offset_m": OFFSET_M, "yaw_rad": YAW_RAD,
                "goal_grasp_q_threshold": threshold, "snapshots": {}}
     for snapshot in trainers:
         per_mesh = {}
@@ -120,13 +133,14 @@ def main(argv: list[str] | None = None) -> int:
             per_mesh[mesh] = {"draws": len(seen), "mean_q": float(q.mean()) if seen else None,
                               "share_q_at_threshold": float(np.mean(q >= threshold)) if seen else None,
                               "goal_taken": float(taken.mean()) if seen else None,
+                              "mean_occupancy": float(np.mean([s["occupancy"] for s in seen])) if seen else None,
                               "goal_taken_when_q_under_threshold": (float(taken[q < threshold].mean())
                                                                     if np.any(q < threshold) else None)}
             m = per_mesh[mesh]
             if seen:
                 print(f"{Path(snapshot).name} {mesh}: {m['draws']} draws, mean Q {m['mean_q']:.2f}, "
                       f"Q >= {threshold:g} in {100 * m['share_q_at_threshold']:.0f} %, goal taken "
-                      f"{100 * m['goal_taken']:.0f} %", flush=True)
+                      f"{100 * m['goal_taken']:.0f} %, goal occupancy {m['mean_occupancy']:.2f}", flush=True)
         summary["snapshots"][snapshot] = per_mesh
     summary["seconds"] = time.perf_counter() - started
     summary["draws"] = draws

@@ -316,6 +316,11 @@ def test_lone_goal_bench_keeps_only_the_goal_and_the_shipped_net_takes_it(tmp_pa
     case = load_test_case(path)
     lone = lone_goal.lone_goal_case(path)
     assert lone.goal_obj_idx == 0 and lone.objects == (case.objects[case.goal_obj_idx],)
+    # With keep_beyond_m the clutter stays, less the goal's near neighbours.
+    near = lone_goal.lone_goal_case(path, keep_beyond_m=0.12)
+    goal_xy = np.array(lone.objects[0].position_m[:2])
+    assert near.objects[0] == lone.objects[0] and 1 < len(near.objects) < len(case.objects)
+    assert all(np.hypot(*(np.array(o.position_m[:2]) - goal_xy)) > 0.12 for o in near.objects[1:])
     cases = tmp_path / "cases"
     cases.mkdir()
     shutil.copy(path, cases)
