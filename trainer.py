@@ -657,3 +657,13 @@ class Trainer:
             self.memory.max_bytes = self.config.replay_max_bytes  # this run's bound, not the saved one
         self.iteration = int(info['iteration'])
         return info.get('extra', {})
+
+
+def trainer_for_snapshot(snapshot_file: str | os.PathLike, device: str = 'cpu') -> Trainer:
+    """A Trainer that only evaluates a snapshot (the benches' nets): its backbone read from the
+    file, stage push_grasp so both heads exist. UserError (one line) for a missing or foreign file."""
+    if not Path(snapshot_file).is_file():
+        raise UserError(f'no snapshot file {snapshot_file}')
+    _, backbone = models.describe_snapshot(snapshot_file)
+    return Trainer(TrainerConfig(stage='push_grasp', backbone=backbone, snapshot_file=str(snapshot_file),
+                                 device=device))

@@ -36,7 +36,6 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402,F401
 import numpy as np  # noqa: E402
 
-import models  # noqa: E402
 from main import Config, observe  # noqa: E402
 from robot import Robot  # noqa: E402
 from rules import best_pixel  # noqa: E402
@@ -91,17 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     if not cases or args.draws < 1:
         print(f"error: need test-case files (*.txt) in {args.cases} and --draws >= 1", file=sys.stderr)
         return 2
-    snapshots = args.snapshot or [str(DEFAULT_SNAPSHOT)]
-    from trainer import Trainer, TrainerConfig
+    from trainer import trainer_for_snapshot
+    from utils import UserError
 
-    trainers = {}
-    for snapshot in snapshots:
-        if not Path(snapshot).is_file():
-            print(f"error: no snapshot file {snapshot}", file=sys.stderr)
-            return 2
-        _, backbone = models.describe_snapshot(snapshot)
-        trainers[snapshot] = Trainer(TrainerConfig(stage="push_grasp", backbone=backbone, snapshot_file=snapshot,
-                                                   device="cpu"))
+    try:
+        trainers = {snapshot: trainer_for_snapshot(snapshot) for snapshot in args.snapshot or [str(DEFAULT_SNAPSHOT)]}
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     threshold = Config().goal_grasp_q_threshold
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()

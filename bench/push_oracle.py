@@ -40,7 +40,6 @@ import torch  # noqa: E402,F401
 import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-import models  # noqa: E402
 import utils  # noqa: E402
 from main import PUSH_NEAR_GOAL_PX, Config, Observation, learned_push_starts, observe  # noqa: E402
 from robot import Robot  # noqa: E402
@@ -168,16 +167,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rng = np.random.default_rng(args.seed)
     end_margin_m = Config().push_end_margin_m
-    from trainer import Trainer, TrainerConfig
+    from trainer import trainer_for_snapshot
+    from utils import UserError
 
-    trainers = {}
-    for snapshot in args.snapshot:
-        if not Path(snapshot).is_file():
-            print(f"error: no snapshot file {snapshot}", file=sys.stderr)
-            return 2
-        _, backbone = models.describe_snapshot(snapshot)
-        trainers[snapshot] = Trainer(TrainerConfig(stage="push_grasp", backbone=backbone, snapshot_file=snapshot,
-                                                   device="cpu"))
+    try:
+        trainers = {snapshot: trainer_for_snapshot(snapshot) for snapshot in args.snapshot}
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     per_case = []
     for path in cases:
