@@ -66,6 +66,8 @@ from logger import KNOWN_LOG_COLUMNS, atomic_write_bytes, read_log_file
 from utils import UserError
 
 DEFAULT_MAX_GOAL_GRASP_FAILURES = 10
+# The motion split's parts, in the order they are shown (module docstring).
+MOTION_SPLIT_PARTS = ('pushes_goal_crowded', 'pushes_goal_free', 'grasps')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -352,7 +354,7 @@ def evaluate_logs(primitive: np.ndarray, grasp_obj: np.ndarray, clearance: np.nd
     split_trials = [t['motion_split'] for t in done if 'motion_split' in t]
     result['motion_split'] = ({'occupancy_threshold': float(occupancy_threshold),
                                **{k: _mean([m[k] for m in split_trials])
-                                  for k in ('pushes_goal_crowded', 'pushes_goal_free', 'grasps')}}
+                                  for k in MOTION_SPLIT_PARTS}}
                               if split_trials else None)
     result['notes'] = notes
     return result

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rules import MAX_PUSH_EPISODE_LENGTH
+from rules import GOAL_OCCUPANCY_THRESHOLD, MAX_PUSH_EPISODE_LENGTH
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_CASES = PROJECT_ROOT / "simulation" / "test-cases"
@@ -404,19 +404,20 @@ def evaluate_rows(args: argparse.Namespace, steps: list[Step]) -> dict:
     return table
 
 
-SPLIT_PARTS = ("pushes_goal_crowded", "pushes_goal_free", "grasps")
-
-
 def _mean_split(splits: list) -> dict | None:
     """The mean over cases of evaluate.py's motion split (None unless every case has one: a
     part-mean would not add up to the row's MN)."""
+    from evaluate import MOTION_SPLIT_PARTS
+
     if not splits or any(s is None for s in splits):
         return None
-    return {k: _mean_of([s[k] for s in splits]) for k in SPLIT_PARTS}
+    return {k: _mean_of([s[k] for s in splits]) for k in MOTION_SPLIT_PARTS}
 
 
 def _split_cell(split: dict | None) -> str:
-    return "n/a" if not split else " / ".join(_cell(split[k], 2) for k in SPLIT_PARTS)
+    from evaluate import MOTION_SPLIT_PARTS
+
+    return "n/a" if not split else " / ".join(_cell(split[k], 2) for k in MOTION_SPLIT_PARTS)
 
 
 def _mean_of(values: list) -> float | None:
@@ -431,7 +432,8 @@ def _cell(value: float | None, digits: int = 1) -> str:
 def format_table(table: dict) -> str:
     lines = ["| method | completion % | goal grasp success % | motion number | "
              "paper-code completion % | paper-code GS % | goal grasped at the first grasp % | "
-             "MN split: pushes at goal occupancy > 0.3 / pushes at <= 0.3 / grasps |",
+             f"MN split: pushes at goal occupancy > {GOAL_OCCUPANCY_THRESHOLD:g} / pushes at <= "
+             f"{GOAL_OCCUPANCY_THRESHOLD:g} / grasps |",
              "|---|---|---|---|---|---|---|---|"] if table["rows"] else []
     for row, values in table["rows"].items():
         # a mean over fewer cases than the other rows is not comparable with them
