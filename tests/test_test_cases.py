@@ -329,3 +329,62 @@ def test_lone_goal_bench_keeps_only_the_goal_and_the_shipped_net_takes_it(tmp_pa
     (row,) = json.loads(out.read_text())["draws"]
     probe = row[str(lone_goal.DEFAULT_SNAPSHOT)]
     assert probe["q"] >= 1.5 and probe["goal_taken"] and probe["occupancy"] == 0.0
+
+
+def test_push_dense_labels_follow_the_push_only_rule():
+    """bench/push_dense.py labels each stored candidate push as Runner._label would (SPEC 5
+    push_only): +0.5 when the goal's grasp Q rose by > 0.1, something changed and the occupancy
+    fell by > 0.1; -0.5 without change or drop; the goal thrown out is -0.5 and terminal."""
+    import sys
+
+    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
+    import push_dense
+
+    state = {"actions": np.zeros((4, 3), np.int16), "grasp_q_before": np.float32(1.0),
+             "occupancy_before": np.float32(0.5),
+             "grasp_q_after": np.array([1.3, 1.3, 1.05, 0.0], np.float32),
+             "occupancy_after": np.array([0.2, 0.45, 0.2, 1.0], np.float32),
+             "change": np.array([1, 1, 1, 1], np.float32), "goal_visible": np.array([1, 1, 1, 0], np.float32),
+             "max_push_q_after": np.array([0.4, 0.4, 0.4, 0.4], np.float32)}
+    labels = push_dense.labels_of(state, gamma=0.5)
+    # rewarded; occupancy fell only 0.05; grasp Q rose only 0.05 (reward 0); goal lost
+    assert labels == pytest.approx([0.5 + 0.2, -0.5 + 0.2, 0.0 + 0.2, -0.5])
+
+
+def test_push_dense_collects_replayed_candidates_and_trains_the_push_net_only(tmp_path):
+    """One stage-2-like scene: every stored candidate is a push the learned policy may choose, and
+    a training epoch moves the push net's Q at those pixels toward their labels while the grasp
+    net stays as it was (stage 2 freezes it)."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
+    import push_dense
+    from trainer import trainer_for_snapshot
+
+    snapshot = PROJECT_ROOT / "snapshots" / "goal-push-grasp-tiny16ctx.pth"
+    data = tmp_path / "data"
+    assert push_dense.main(["collect", "--snapshot", str(snapshot), "--data_dir", str(data), "--scenes", "0:1",
+                            "--candidates_per_rotation", "1", "--pushes_per_scene", "1"]) == 0
+    (path,) = sorted(data.glob("scene*.npz"))
+    state = dict(np.load(path))
+    assert state["occupancy_before"] > 0.3 or state["grasp_q_before"] < 1.5  # the test rule would push here
+    assert len(state["actions"]) >= 8 and set(state["change"]) <= {0.0, 1.0}
+    for r, y, x in state["actions"]:
+        assert state["depth"][y, x] <= utils.OBJECT_HEIGHT_THRESHOLD_M  # starts in free space
+    out = tmp_path / "tuned.pth"
+    assert push_dense.main(["train", "--snapshot", str(snapshot), "--data_dir", str(data), "--out", str(out),
+                            "--epochs", "2"]) == 0
+    before, after = trainer_for_snapshot(snapshot), trainer_for_snapshot(out)
+    labels = push_dense.labels_of(state, 0.5)
+    q = {}
+    for name, t in (("before", before), ("after", after)):
+        push_q, _ = t.forward(state["color"], state["depth"], state["goal_mask"], heads=("push",))
+        q[name] = np.array([push_q[r, y, x] for r, y, x in state["actions"]])
+    assert np.abs(q["after"] - labels).mean() < np.abs(q["before"] - labels).mean()
+    grasp_keys = [k for k in before.model.state_dict() if "grasp" in k or k.startswith("mask_trunk")]
+    assert grasp_keys and all(torch.equal(before.model.state_dict()[k], after.model.state_dict()[k])
+                              for k in grasp_keys)
+    assert push_dense.main(["train", "--snapshot", str(snapshot), "--data_dir", str(tmp_path / "none"),
+                            "--out", str(out)]) == 2

@@ -1,0 +1,281 @@
+"""Does the push net learn to pick better pushes from more push outcomes? (issue 6, motion number)
+
+Stage 2 sees one push per state; in the shipped run about 1500 in all. This bench gives the push
+net many more outcomes at the same simulated cost per scene: from each state of stage 2's kind
+(a random 10-object scene packed around goal 4, `reset_scene(cluster_around=...)`; never a test
+case) it tries `--candidates_per_rotation` x 16 candidate pushes from the learned policy's own
+start set, each from the same replayed state (the physics is deterministic, as in
+`bench/push_oracle.py`), and records what each really did: the goal's occupancy and best grasp
+Q (of the snapshot's grasp net) before and after, the change detection, whether the goal left the
+workspace, and the max push Q after (the future term). Then one candidate is executed (the net's
+pick or a random one, half and half) and the next state is tried the same way, while the test
+rule would still push (occupancy > 0.3 or goal grasp Q < 1.5), at most `--pushes_per_scene`.
+
+`collect` writes one compressed .npz per state under --data_dir (resumable: existing states are
+kept, the scene seed is the state file's index). `train` fine-tunes the snapshot's push net (grasp
+net frozen, as stage 2) on the stored outcomes, labelled by SPEC 5's push_only rule
+(rules.reward_and_label: the paper's push reward + gamma x future; `--label_rule ready`, not the
+paper's, labels a push after which the test rule grasps 1.0), the loss at every stored candidate
+of one state and rotation in one step, and writes a snapshot. States from every tenth scene are
+held out and scored before and after: how often the net's pick among their candidates is
+rewarded, reaches occupancy 0.3, or leaves the goal ready for the test rule's grasp. Judge the result with
+`bench/push_oracle.py --snapshot` (how the net ranks pushes on the test cases) and a Table I row.
+
+Run: `python bench/push_dense.py collect --snapshot S --data_dir D --scenes 0:40`, then
+`python bench/push_dense.py train --snapshot S --data_dir D --out S2 --epochs 3`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# torch before any MuJoCo renderer: importing it after an EGL context exists segfaults (main.py).
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import numpy as np  # noqa: E402
+
+import rules  # noqa: E402
+import utils  # noqa: E402
+from main import Config, observe  # noqa: E402
+from robot import Robot  # noqa: E402
+from simulation.mujoco_sim import MujocoSim  # noqa: E402
+from simulation.test_cases import PresetCase  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from push_oracle import after_pushes, candidate_pushes  # noqa: E402
+
+GOAL_OBJ_IDX = 4  # stage 2's --goal_obj_idx in the paper's command lines
+NUM_OBJ = 10
+
+
+def goal_grasp_q(trainer, obs) -> tuple[float, float]:
+    """(best goal-masked grasp Q, max push Q) of one state; (0, 0) when the goal is gone."""
+    if obs.goal_mask is None or not obs.goal_mask.any():
+        return 0.0, 0.0
+    push_q, grasp_q = trainer.forward(obs.color_heightmap, obs.depth_heightmap, obs.goal_mask)
+    return rules.masked_max(grasp_q, obs.goal_mask), float(push_q.max())
+
+
+def collect_scene(scene_seed: int, trainer, data_dir: Path, candidates_per_rotation: int,
+                  pushes_per_scene: int, end_margin_m: float) -> int:
+    """Every state of one scene tried and written; returns the number of states written."""
+    rng = np.random.default_rng(scene_seed)
+    sim = MujocoSim(num_obj=NUM_OBJ, rng=None)
+    robot = Robot(sim)
+    written = 0
+    try:
+        robot.reset_scene(rng, cluster_around=GOAL_OBJ_IDX)
+        case = PresetCase(objects=tuple(sim.scene_objects()), goal_obj_idx=GOAL_OBJ_IDX)
+        kept: list[tuple[int, int, int]] = []
+        for step in range(pushes_per_scene):
+            obs = after_pushes(robot, case, kept)
+            if obs.goal_mask is None or not obs.goal_mask.any():
+                break
+            q_before, _ = goal_grasp_q(trainer, obs)
+            occupancy_before = obs.goal_occupancy
+            # Only states where SPEC 5's test rule pushes: the pushes the test will ask of the net.
+            if rules.choose_primitive_goal_conditioned(q_before, occupancy_before) == "grasp":
+                break
+            candidates = candidate_pushes(obs, candidates_per_rotation, end_margin_m,
+                                          robot.heightmap_resolution_m, rng)
+            if not candidates:
+                break
+            rows = []
+            for push in candidates:
+                after = after_pushes(robot, case, kept + [push])
+                visible = after.goal_mask is not None and bool(after.goal_mask.any())
+                change, _ = utils.goal_change_detected(obs.depth_heightmap, after.depth_heightmap, obs.goal_mask)
+                q_after, push_q_after = goal_grasp_q(trainer, after)
+                rows.append((q_after, push_q_after, after.goal_occupancy if visible else 1.0,
+                             float(change), float(visible)))
+            outcome = np.array(rows, dtype=np.float32)
+            np.savez_compressed(data_dir / f"scene{scene_seed:05d}-step{step}.npz",
+                                color=obs.color_heightmap, depth=obs.depth_heightmap.astype(np.float32),
+                                goal_mask=obs.goal_mask, actions=np.array(candidates, dtype=np.int16),
+                                grasp_q_after=outcome[:, 0], max_push_q_after=outcome[:, 1],
+                                occupancy_after=outcome[:, 2], change=outcome[:, 3], goal_visible=outcome[:, 4],
+                                grasp_q_before=np.float32(q_before), occupancy_before=np.float32(occupancy_before))
+            written += 1
+            if rng.random() < 0.5:
+                push_q, _ = trainer.forward(obs.color_heightmap, obs.depth_heightmap, obs.goal_mask, heads=("push",))
+                pick = int(np.argmax([push_q[r, y, x] for r, y, x in candidates]))
+            else:
+                pick = int(rng.integers(len(candidates)))
+            if not outcome[pick, 4]:
+                break
+            kept.append(candidates[pick])
+    finally:
+        sim.close()
+    return written
+
+
+LABEL_RULES = ("paper", "ready")
+# Above any other push label: 0.5 + gamma x a push Q that stays under 1 in the trained nets.
+READY_LABEL = 1.0
+
+
+def labels_of(state: dict, gamma: float, label_rule: str = "paper") -> np.ndarray:
+    """SPEC 5 push_only labels of every stored candidate (rules.reward_and_label, as Runner._label).
+
+    label_rule 'ready' (not the paper's): a push after which SPEC 5's test rule grasps (the goal's
+    occupancy <= 0.3 and its best grasp Q >= 1.5) is labelled READY_LABEL, terminal, so that pushes
+    the test rule follows with a grasp rank above pushes that only improve things a little."""
+    labels = []
+    for i in range(len(state["actions"])):
+        if label_rule == "ready" and state["goal_visible"][i] and rules.choose_primitive_goal_conditioned(
+                float(state["grasp_q_after"][i]), float(state["occupancy_after"][i])) == "grasp":
+            labels.append(READY_LABEL)
+            continue
+        outcome = rules.measure_outcome(
+            "push", False, False, bool(state["change"][i]), float(state["grasp_q_before"]),
+            float(state["occupancy_before"]), float(state["occupancy_after"][i]),
+            float(state["max_push_q_after"][i]), float(state["grasp_q_after"][i]), float(state["grasp_q_after"][i]),
+            True, bool(state["goal_visible"][i]))
+        labels.append(rules.reward_and_label("push_only", "push", outcome, gamma)[1])
+    return np.array(labels, dtype=np.float32)
+
+
+def train(trainer, states: list[dict], epochs: int, rng: np.random.Generator, gamma: float,
+          label_rule: str = "paper") -> list[float]:
+    """Fine-tune the push net: per step one state and one rotation, the mean Huber loss over that
+    rotation's stored candidates (Trainer._train_step's loss, at several pixels at once)."""
+    model = trainer.model
+    losses = []
+    work = []
+    for si, s in enumerate(states):
+        labels = labels_of(s, gamma, label_rule)
+        for rot in np.unique(s["actions"][:, 0]):
+            pick = s["actions"][:, 0] == rot
+            work.append((si, int(rot), s["actions"][pick, 1:].astype(np.int64), labels[pick]))
+    for epoch in range(epochs):
+        order = rng.permutation(len(work))
+        epoch_losses = []
+        for k in order:
+            si, rot, pixels, target = work[k]
+            s = states[si]
+            x = trainer._inputs(model, s["color"], s["depth"], s["goal_mask"])
+            model.train()
+            for m in trainer._frozen_modules:
+                m.eval()
+            q = model(x, s["color"].shape[0], [rot], heads=("push",))["push"][0]
+            pred = q[torch.from_numpy(pixels[:, 0]), torch.from_numpy(pixels[:, 1])].float()
+            loss = F.smooth_l1_loss(pred, torch.from_numpy(target))
+            trainer.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            trainer.optimizer.step()
+            model.eval()
+            epoch_losses.append(float(loss.item()))
+        losses.append(float(np.mean(epoch_losses)))
+        print(json.dumps({"epoch": epoch + 1, "mean_loss": losses[-1], "steps": len(work)}), flush=True)
+    return losses
+
+
+def score(trainer, states: list[dict], gamma: float, label_rule: str = "paper") -> dict:
+    """How the net ranks the stored candidates of states it did not train on: per state, the
+    Spearman correlation of push Q with the label, and the label and occupancy its pick got."""
+    from scipy.stats import spearmanr
+
+    rhos, pick_labels, pick_after, best_after = [], [], [], []
+    ready_picks = []
+    for s in states:
+        labels = labels_of(s, gamma, label_rule)
+        ready = labels_of(s, gamma, "ready") == READY_LABEL
+        push_q, _ = trainer.forward(s["color"], s["depth"], s["goal_mask"], heads=("push",))
+        q = np.array([push_q[r, y, x] for r, y, x in s["actions"]])
+        if np.ptp(labels) > 0:
+            rhos.append(spearmanr(q, labels).statistic)
+        pick = int(np.argmax(q))
+        pick_labels.append(float(labels[pick]))
+        ready_picks.append(bool(ready[pick]))
+        pick_after.append(float(s["occupancy_after"][pick]))
+        best_after.append(float(s["occupancy_after"].min()))
+    return {"states": len(states), "spearman_q_vs_label": float(np.nanmean(rhos)),
+            "pick_label": float(np.mean(pick_labels)), "pick_occupancy_after": float(np.mean(pick_after)),
+            "best_occupancy_after": float(np.mean(best_after)),
+            "pick_reaches_threshold": float(np.mean(np.array(pick_after) <= rules.GOAL_OCCUPANCY_THRESHOLD)),
+            "pick_leaves_goal_ready": float(np.mean(ready_picks)),
+            "states_with_a_ready_candidate": float(np.mean([(labels_of(s, gamma, "ready") == READY_LABEL).any()
+                                                             for s in states]))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=("collect", "train"))
+    parser.add_argument("--snapshot", required=True, help="the snapshot whose nets judge (collect) or train")
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--scenes", default="0:20", help="collect: scene seeds FIRST:LAST (LAST excluded)")
+    parser.add_argument("--candidates_per_rotation", type=int, default=2)
+    parser.add_argument("--pushes_per_scene", type=int, default=3)
+    parser.add_argument("--label_rule", choices=LABEL_RULES, default="paper",
+                        help="train: 'paper' (SPEC 5 push_only) or 'ready' (a push the test rule follows with a "
+                             "grasp is labelled 1, terminal; not the paper's)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--holdout_every", type=int, default=10,
+                        help="train: one scene in this many (seeds 9, 19, ... for 10; 0: none) is held out and "
+                             "scored, not trained on")
+    parser.add_argument("--out", default=None, help="train: the fine-tuned snapshot")
+    args = parser.parse_args(argv)
+    from trainer import Trainer, TrainerConfig, trainer_for_snapshot
+    import models
+    from utils import UserError
+
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    try:
+        if args.mode == "collect":
+            trainer = trainer_for_snapshot(args.snapshot)
+            first, last = (int(v) for v in args.scenes.split(":"))
+            end_margin_m = Config().push_end_margin_m
+            for seed in range(first, last):
+                if list(data_dir.glob(f"scene{seed:05d}-*.npz")) or (data_dir / f"scene{seed:05d}.none").exists():
+                    continue
+                n = collect_scene(seed, trainer, data_dir, args.candidates_per_rotation, args.pushes_per_scene,
+                                  end_margin_m)
+                if n == 0:
+                    (data_dir / f"scene{seed:05d}.none").touch()
+                print(json.dumps({"scene": seed, "states": n, "seconds": round(time.perf_counter() - started)}),
+                      flush=True)
+            return 0
+        if args.out is None:
+            raise UserError("train needs --out FILE")
+        _, backbone = models.describe_snapshot(args.snapshot)
+        trainer = Trainer(TrainerConfig(stage="push_only", backbone=backbone, snapshot_file=str(args.snapshot),
+                                        goal_conditioned=True, device="cpu"))
+        paths = sorted(data_dir.glob("scene*.npz"))
+        if not paths:
+            raise UserError(f"no collected states in {data_dir}")
+        held = [args.holdout_every > 0 and int(p.name[5:10]) % args.holdout_every == args.holdout_every - 1
+                for p in paths]
+        states = [dict(np.load(p)) for p, h in zip(paths, held) if not h]
+        held_out = [dict(np.load(p)) for p, h in zip(paths, held) if h]
+        if not states:
+            raise UserError(f"every collected state in {data_dir} is held out (--holdout_every)")
+        gamma = Config().future_reward_discount
+        all_labels = np.concatenate([labels_of(s, gamma, args.label_rule) for s in states])
+        print(json.dumps({"states": len(states), "held_out_states": len(held_out), "candidates": int(all_labels.size),
+                          "rewarded_share": float(np.mean(all_labels > 0.25))}), flush=True)
+        before = score(trainer, held_out, gamma, args.label_rule) if held_out else None
+        print(json.dumps({"held_out_before": before}), flush=True)
+        losses = train(trainer, states, args.epochs, np.random.default_rng(args.seed), gamma, args.label_rule)
+        trainer.save_snapshot(args.out)
+        after = score(trainer, held_out, gamma, args.label_rule) if held_out else None
+        print(json.dumps({"out": args.out, "label_rule": args.label_rule, "losses": losses,
+                          "held_out_before": before, "held_out_after": after,
+                          "seconds": round(time.perf_counter() - started)}))
+        return 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
