@@ -205,6 +205,33 @@ def score(trainer, states: list[dict], gamma: float, label_rule: str = "paper") 
                                                              for s in states]))}
 
 
+def scene_range(text: str) -> range:
+    """--scenes FIRST:LAST (LAST excluded) as a range; UserError (one line) otherwise."""
+    from utils import UserError
+
+    try:
+        first, last = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise UserError(f"--scenes must be FIRST:LAST (integers, LAST excluded), got '{text}'") from None
+    if not 0 <= first < last:
+        raise UserError(f"--scenes needs 0 <= FIRST < LAST, got '{text}'")
+    return range(first, last)
+
+
+def load_state(path: Path) -> dict:
+    """One collected state; UserError (one line) for a file `collect` did not write."""
+    from utils import UserError
+
+    try:
+        state = dict(np.load(path))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is not a collected state ({e})") from None
+    missing = {"color", "depth", "goal_mask", "actions", "occupancy_after"} - set(state)
+    if missing:
+        raise UserError(f"{path} is not a collected state (no {', '.join(sorted(missing))})")
+    return state
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=("collect", "train"))
@@ -232,10 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         if args.mode == "collect":
+            scenes = scene_range(args.scenes)
             trainer = trainer_for_snapshot(args.snapshot)
-            first, last = (int(v) for v in args.scenes.split(":"))
             end_margin_m = Config().push_end_margin_m
-            for seed in range(first, last):
+            for seed in scenes:
                 if list(data_dir.glob(f"scene{seed:05d}-*.npz")) or (data_dir / f"scene{seed:05d}.none").exists():
                     continue
                 n = collect_scene(seed, trainer, data_dir, args.candidates_per_rotation, args.pushes_per_scene,
@@ -255,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"no collected states in {data_dir}")
         held = [args.holdout_every > 0 and int(p.name[5:10]) % args.holdout_every == args.holdout_every - 1
                 for p in paths]
-        states = [dict(np.load(p)) for p, h in zip(paths, held) if not h]
-        held_out = [dict(np.load(p)) for p, h in zip(paths, held) if h]
+        states = [load_state(p) for p, h in zip(paths, held) if not h]
+        held_out = [load_state(p) for p, h in zip(paths, held) if h]
         if not states:
             raise UserError(f"every collected state in {data_dir} is held out (--holdout_every)")
         gamma = Config().future_reward_discount

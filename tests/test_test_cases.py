@@ -388,3 +388,7 @@ def test_push_dense_collects_replayed_candidates_and_trains_the_push_net_only(tm
                               for k in grasp_keys)
     assert push_dense.main(["train", "--snapshot", str(snapshot), "--data_dir", str(tmp_path / "none"),
                             "--out", str(out)]) == 2
+    # Bad input: one error line and exit 2, never a traceback.
+    assert push_dense.main(["collect", "--snapshot", str(snapshot), "--data_dir", str(data), "--scenes", "5"]) == 2
+    (data / "scene00002-step0.npz").write_text("not a state")
+    assert push_dense.main(["train", "--snapshot", str(snapshot), "--data_dir", str(data), "--out", str(out)]) == 2
