@@ -64,8 +64,10 @@ def goal_grasp_q(trainer, obs) -> tuple[float, float]:
 
 
 def collect_scene(scene_seed: int, trainer, data_dir: Path, candidates_per_rotation: int,
-                  pushes_per_scene: int, end_margin_m: float) -> int:
-    """Every state of one scene tried and written; returns the number of states written."""
+                  pushes_per_scene: int, end_margin_m: float, min_start_occupancy: float = 0.0) -> int:
+    """Every state of one scene tried and written; returns the number of states written. A scene
+    whose goal starts at an occupancy under min_start_occupancy is skipped (0): the test cases
+    are drawn so (simulation/create.py --min_occupancy), stage 2's scenes are not."""
     rng = np.random.default_rng(scene_seed)
     sim = MujocoSim(num_obj=NUM_OBJ, rng=None)
     robot = Robot(sim)
@@ -78,8 +80,10 @@ def collect_scene(scene_seed: int, trainer, data_dir: Path, candidates_per_rotat
             obs = after_pushes(robot, case, kept)
             if obs.goal_mask is None or not obs.goal_mask.any():
                 break
-            q_before, _ = goal_grasp_q(trainer, obs)
             occupancy_before = obs.goal_occupancy
+            if step == 0 and occupancy_before < min_start_occupancy:
+                break
+            q_before, _ = goal_grasp_q(trainer, obs)
             # Only states where SPEC 5's test rule pushes: the pushes the test will ask of the net.
             if rules.choose_primitive_goal_conditioned(q_before, occupancy_before) == "grasp":
                 break
@@ -239,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--scenes", default="0:20", help="collect: scene seeds FIRST:LAST (LAST excluded)")
     parser.add_argument("--candidates_per_rotation", type=int, default=2)
+    parser.add_argument("--min_start_occupancy", type=float, default=0.0,
+                        help="collect: skip scenes whose goal starts less crowded than this (test cases: > 0.3)")
     parser.add_argument("--pushes_per_scene", type=int, default=3)
     parser.add_argument("--label_rule", choices=LABEL_RULES, default="paper",
                         help="train: 'paper' (SPEC 5 push_only) or 'ready' (a push the test rule follows with a "
@@ -266,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                 if list(data_dir.glob(f"scene{seed:05d}-*.npz")) or (data_dir / f"scene{seed:05d}.none").exists():
                     continue
                 n = collect_scene(seed, trainer, data_dir, args.candidates_per_rotation, args.pushes_per_scene,
-                                  end_margin_m)
+                                  end_margin_m, args.min_start_occupancy)
                 if n == 0:
                     (data_dir / f"scene{seed:05d}.none").touch()
                 print(json.dumps({"scene": seed, "states": n, "seconds": round(time.perf_counter() - started)}),
