@@ -523,21 +523,37 @@ class Trainer:
             raise ValueError(f'action {tuple(action)} outside {NUM_ROTATIONS} rotations x {h} x {h}')
         # The jaw is symmetric: a grasp is also trained at the opposite rotation, same label.
         rotations = [rot] if primitive == 'push' else [rot, (rot + NUM_ROTATIONS // 2) % NUM_ROTATIONS]
+        loss, q = self.fit_pixels(color, depth, goal_mask, primitive, rotations,
+                                  [(i, row, col) for i in range(len(rotations))], [label] * len(rotations))
+        return loss, float(q[0])
+
+    def fit_pixels(self, color: np.ndarray, depth: np.ndarray, goal_mask: Optional[np.ndarray], primitive: str,
+                   rotations: Sequence[int], pixels: Sequence[Sequence[int]],
+                   labels: Sequence[float]) -> tuple[float, np.ndarray]:
+        """One Adam step on the mean Huber loss at several pixels of one state's maps, whatever
+        this stage freezes (the caller checks trains()); returns (loss, the Q at each pixel before).
+
+        rotations: the rotations to compute; pixels: (index into rotations, row, col) per label.
+        _train_step trains one executed pixel this way; bench/push_dense.py every stored
+        candidate of a state and rotation at once."""
+        h = color.shape[0]
+        index = torch.as_tensor(np.asarray(pixels, dtype=np.int64).reshape(-1, 3), device=self.device)
         x = self._inputs(self.model, color, depth, goal_mask)
         self.model.train()
         for m in self._frozen_modules:  # frozen nets keep their running statistics too
             m.eval()
         try:
             with self._autocast():
-                q = self.model(x, h, rotations, heads=(primitive,))[primitive][:, row, col].float()
-            target = torch.full_like(q, float(label))
-            loss = F.smooth_l1_loss(q, target)  # mean over the 1 or 2 rotations
+                q_maps = self.model(x, h, list(rotations), heads=(primitive,))[primitive]
+                q = q_maps[index[:, 0], index[:, 1], index[:, 2]].float()
+            target = torch.as_tensor(np.asarray(labels, dtype=np.float32), device=q.device)
+            loss = F.smooth_l1_loss(q, target)  # the mean over the pixels
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
         finally:
             self.model.eval()
-        return float(loss.item()), float(q[0].item())
+        return float(loss.item()), q.detach().cpu().numpy()
 
     def backprop(self, color_heightmap: np.ndarray, depth_heightmap: np.ndarray,
                  goal_mask: Optional[np.ndarray], primitive: str, action: Sequence[int],
@@ -659,11 +675,12 @@ class Trainer:
         return info.get('extra', {})
 
 
-def trainer_for_snapshot(snapshot_file: str | os.PathLike, device: str = 'cpu') -> Trainer:
-    """A Trainer that only evaluates a snapshot (the benches' nets): its backbone read from the
-    file, stage push_grasp so both heads exist. UserError (one line) for a missing or foreign file."""
+def trainer_for_snapshot(snapshot_file: str | os.PathLike, device: str = 'cpu', stage: str = 'push_grasp') -> Trainer:
+    """A Trainer for a snapshot (the benches' nets): its backbone read from the file; stage
+    push_grasp (both heads exist and train) to evaluate it, another stage to fine-tune what that
+    stage trains (trainable_nets). UserError (one line) for a missing or foreign file."""
     if not Path(snapshot_file).is_file():
         raise UserError(f'no snapshot file {snapshot_file}')
     _, backbone = models.describe_snapshot(snapshot_file)
-    return Trainer(TrainerConfig(stage='push_grasp', backbone=backbone, snapshot_file=str(snapshot_file),
+    return Trainer(TrainerConfig(stage=stage, backbone=backbone, snapshot_file=str(snapshot_file),
                                  device=device))
