@@ -37,8 +37,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # torch before any MuJoCo renderer: importing it after an EGL context exists segfaults (main.py).
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch  # noqa: E402,F401
 import numpy as np  # noqa: E402
 
 import rules  # noqa: E402
@@ -149,33 +148,22 @@ def labels_of(state: dict, gamma: float, label_rule: str = "paper") -> np.ndarra
 def train(trainer, states: list[dict], epochs: int, rng: np.random.Generator, gamma: float,
           label_rule: str = "paper") -> list[float]:
     """Fine-tune the push net: per step one state and one rotation, the mean Huber loss over that
-    rotation's stored candidates (Trainer._train_step's loss, at several pixels at once)."""
-    model = trainer.model
+    rotation's stored candidates (Trainer.fit_pixels, the step that trains an executed pixel)."""
     losses = []
     work = []
     for si, s in enumerate(states):
         labels = labels_of(s, gamma, label_rule)
         for rot in np.unique(s["actions"][:, 0]):
             pick = s["actions"][:, 0] == rot
-            work.append((si, int(rot), s["actions"][pick, 1:].astype(np.int64), labels[pick]))
+            pixels = [(0, int(y), int(x)) for _, y, x in s["actions"][pick]]
+            work.append((si, int(rot), pixels, labels[pick]))
     for epoch in range(epochs):
-        order = rng.permutation(len(work))
         epoch_losses = []
-        for k in order:
+        for k in rng.permutation(len(work)):
             si, rot, pixels, target = work[k]
             s = states[si]
-            x = trainer._inputs(model, s["color"], s["depth"], s["goal_mask"])
-            model.train()
-            for m in trainer._frozen_modules:
-                m.eval()
-            q = model(x, s["color"].shape[0], [rot], heads=("push",))["push"][0]
-            pred = q[torch.from_numpy(pixels[:, 0]), torch.from_numpy(pixels[:, 1])].float()
-            loss = F.smooth_l1_loss(pred, torch.from_numpy(target))
-            trainer.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            trainer.optimizer.step()
-            model.eval()
-            epoch_losses.append(float(loss.item()))
+            loss, _ = trainer.fit_pixels(s["color"], s["depth"], s["goal_mask"], "push", [rot], pixels, target)
+            epoch_losses.append(loss)
         losses.append(float(np.mean(epoch_losses)))
         print(json.dumps({"epoch": epoch + 1, "mean_loss": losses[-1], "steps": len(work)}), flush=True)
     return losses
@@ -187,10 +175,11 @@ def score(trainer, states: list[dict], gamma: float, label_rule: str = "paper") 
     from scipy.stats import spearmanr
 
     rhos, pick_labels, pick_after, best_after = [], [], [], []
-    ready_picks = []
+    ready_picks, any_ready = [], []
     for s in states:
         labels = labels_of(s, gamma, label_rule)
         ready = labels_of(s, gamma, "ready") == READY_LABEL
+        any_ready.append(bool(ready.any()))
         push_q, _ = trainer.forward(s["color"], s["depth"], s["goal_mask"], heads=("push",))
         q = np.array([push_q[r, y, x] for r, y, x in s["actions"]])
         if np.ptp(labels) > 0:
@@ -205,8 +194,7 @@ def score(trainer, states: list[dict], gamma: float, label_rule: str = "paper") 
             "best_occupancy_after": float(np.mean(best_after)),
             "pick_reaches_threshold": float(np.mean(np.array(pick_after) <= rules.GOAL_OCCUPANCY_THRESHOLD)),
             "pick_leaves_goal_ready": float(np.mean(ready_picks)),
-            "states_with_a_ready_candidate": float(np.mean([(labels_of(s, gamma, "ready") == READY_LABEL).any()
-                                                             for s in states]))}
+            "states_with_a_ready_candidate": float(np.mean(any_ready))}
 
 
 def scene_range(text: str) -> range:
@@ -256,8 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                              "scored, not trained on")
     parser.add_argument("--out", default=None, help="train: the fine-tuned snapshot")
     args = parser.parse_args(argv)
-    from trainer import Trainer, TrainerConfig, trainer_for_snapshot
-    import models
+    from trainer import trainer_for_snapshot
     from utils import UserError
 
     data_dir = Path(args.data_dir)
@@ -280,9 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.out is None:
             raise UserError("train needs --out FILE")
-        _, backbone = models.describe_snapshot(args.snapshot)
-        trainer = Trainer(TrainerConfig(stage="push_only", backbone=backbone, snapshot_file=str(args.snapshot),
-                                        goal_conditioned=True, device="cpu"))
+        trainer = trainer_for_snapshot(args.snapshot, stage="push_only")  # the push net trains, as in stage 2
         paths = sorted(data_dir.glob("scene*.npz"))
         if not paths:
             raise UserError(f"no collected states in {data_dir}")
