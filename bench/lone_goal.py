@@ -53,7 +53,9 @@ def lone_goal_case(path: Path, keep_beyond_m: float | None = None):
     (the clutter without the goal's near neighbours)."""
     case = load_test_case(path)
     if case.goal_obj_idx is None:
-        raise SystemExit(f"error: {path} names no goal (# goal_obj_idx: k)")
+        from utils import UserError
+
+        raise UserError(f"{path} names no goal (# goal_obj_idx: k)")
     goal = case.objects[case.goal_obj_idx]
     others = []
     if keep_beyond_m is not None:
@@ -103,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     draws = []
     for path in cases:
-        base = lone_goal_case(path, args.keep_beyond_m)
+        try:
+            base = lone_goal_case(path, args.keep_beyond_m)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         sim = MujocoSim(num_obj=len(base.objects), rng=rng)
         robot = Robot(sim)
         try:
