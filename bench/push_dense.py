@@ -23,6 +23,8 @@ rewarded, reaches occupancy 0.3, or leaves the goal ready for the test rule's gr
 
 Run: `python bench/push_dense.py collect --snapshot S --data_dir D --scenes 0:40`, then
 `python bench/push_dense.py train --snapshot S --data_dir D --out S2 --epochs 3`.
+`python bench/push_dense.py labels --data_dir D` prints what the push_only label pays by the
+occupancy a push leaves (it pays any rewarded push alike, however much it clears).
 """
 from __future__ import annotations
 
@@ -136,13 +138,17 @@ def labels_of(state: dict, gamma: float, label_rule: str = "paper") -> np.ndarra
                 float(state["grasp_q_after"][i]), float(state["occupancy_after"][i])) == "grasp":
             labels.append(READY_LABEL)
             continue
-        outcome = rules.measure_outcome(
-            "push", False, False, bool(state["change"][i]), float(state["grasp_q_before"]),
-            float(state["occupancy_before"]), float(state["occupancy_after"][i]),
-            float(state["max_push_q_after"][i]), float(state["grasp_q_after"][i]), float(state["grasp_q_after"][i]),
-            True, bool(state["goal_visible"][i]))
-        labels.append(rules.reward_and_label("push_only", "push", outcome, gamma)[1])
+        labels.append(rules.reward_and_label("push_only", "push", outcome_of(state, i), gamma)[1])
     return np.array(labels, dtype=np.float32)
+
+
+def outcome_of(state: dict, i: int) -> "rules.Outcome":
+    """The measured outcome of stored candidate i, as Runner._label builds it for a push."""
+    return rules.measure_outcome(
+        "push", False, False, bool(state["change"][i]), float(state["grasp_q_before"]),
+        float(state["occupancy_before"]), float(state["occupancy_after"][i]),
+        float(state["max_push_q_after"][i]), float(state["grasp_q_after"][i]), float(state["grasp_q_after"][i]),
+        True, bool(state["goal_visible"][i]))
 
 
 def train(trainer, states: list[dict], epochs: int, rng: np.random.Generator, gamma: float,
@@ -197,6 +203,39 @@ def score(trainer, states: list[dict], gamma: float, label_rule: str = "paper") 
             "states_with_a_ready_candidate": float(np.mean(any_ready))}
 
 
+# Bins of the goal's occupancy ratio a candidate push leaves (SPEC 3), for `labels`.
+OCCUPANCY_AFTER_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.6, 1.01)
+
+
+def label_table(states: list[dict], gamma: float, bins: tuple[float, ...] = OCCUPANCY_AFTER_BINS) -> list[dict]:
+    """What SPEC 5's push_only label pays, by the occupancy ratio a push leaves: per bin the number
+    of outcomes, their mean label, the share rewarded +0.5, the mean label of those rewarded, and
+    the mean next push Q (the future term) and goal grasp Q after. It shows whether the label
+    prefers a push that frees the goal at once over one that frees it a little."""
+    occupancy, rewards, labels, next_q, grasp_q = [], [], [], [], []
+    for s in states:
+        occupancy.append(np.asarray(s["occupancy_after"], float))
+        pairs = [rules.reward_and_label("push_only", "push", outcome_of(s, i), gamma) for i in range(len(s["actions"]))]
+        rewards.append(np.array([r for r, _ in pairs], float))
+        labels.append(np.array([lab for _, lab in pairs], float))
+        next_q.append(np.asarray(s["max_push_q_after"], float))
+        grasp_q.append(np.asarray(s["grasp_q_after"], float))
+    occupancy, rewards, labels, next_q, grasp_q = (np.concatenate(v) if v else np.zeros(0)
+                                                   for v in (occupancy, rewards, labels, next_q, grasp_q))
+    rewarded = rewards == rules.PUSH_ONLY_PUSH_REWARD
+    rows = []
+    for lo, hi in zip(bins[:-1], bins[1:]):
+        m = (occupancy >= lo) & (occupancy < hi)
+        mr = m & rewarded
+        rows.append({"occupancy_after": [lo, hi], "outcomes": int(m.sum()),
+                     "mean_label": float(labels[m].mean()) if m.any() else None,
+                     "rewarded_share": float(rewarded[m].mean()) if m.any() else None,
+                     "mean_label_rewarded": float(labels[mr].mean()) if mr.any() else None,
+                     "mean_next_push_q": float(next_q[m].mean()) if m.any() else None,
+                     "mean_grasp_q_after": float(grasp_q[m].mean()) if m.any() else None})
+    return rows
+
+
 def scene_range(text: str) -> range:
     """--scenes FIRST:LAST (LAST excluded) as a range; UserError (one line) otherwise."""
     from utils import UserError
@@ -226,8 +265,9 @@ def load_state(path: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("collect", "train"))
-    parser.add_argument("--snapshot", required=True, help="the snapshot whose nets judge (collect) or train")
+    parser.add_argument("mode", choices=("collect", "train", "labels"),
+                        help="labels: what the push_only label pays by the occupancy a push leaves (no snapshot)")
+    parser.add_argument("--snapshot", help="the snapshot whose nets judge (collect) or train")
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--scenes", default="0:20", help="collect: scene seeds FIRST:LAST (LAST excluded)")
     parser.add_argument("--candidates_per_rotation", type=int, default=2)
@@ -248,11 +288,20 @@ def main(argv: list[str] | None = None) -> int:
     from utils import UserError
 
     data_dir = Path(args.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
+        if args.mode == "labels":
+            paths = sorted(data_dir.glob("scene*.npz"))
+            if not paths:
+                raise UserError(f"no collected states in {data_dir}")
+            table = label_table([load_state(p) for p in paths], Config().future_reward_discount)
+            print(json.dumps({"states": len(paths), "by_occupancy_after": table}))
+            return 0
+        if args.snapshot is None:
+            raise UserError(f"{args.mode} needs --snapshot FILE")
         if args.mode == "collect":
             scenes = scene_range(args.scenes)
+            data_dir.mkdir(parents=True, exist_ok=True)
             trainer = trainer_for_snapshot(args.snapshot)
             end_margin_m = Config().push_end_margin_m
             for seed in scenes:

@@ -351,6 +351,36 @@ def test_push_dense_labels_follow_the_push_only_rule():
     assert labels == pytest.approx([0.5 + 0.2, -0.5 + 0.2, 0.0 + 0.2, -0.5])
 
 
+def test_push_dense_label_table_pays_any_rewarded_push_alike(tmp_path):
+    """`push_dense.py labels`: by the occupancy a push leaves, what SPEC 5's push_only label pays.
+    A push that frees the goal at once and one that frees it a little earn the same 0.5; only the
+    future term (gamma x the next push Q) differs. A data dir without states exits 2."""
+    import sys
+
+    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
+    import push_dense
+
+    state = {"actions": np.zeros((4, 3), np.int16), "grasp_q_before": np.float32(1.0),
+             "occupancy_before": np.float32(0.7),
+             "grasp_q_after": np.array([1.8, 1.3, 1.3, 1.0], np.float32),
+             "occupancy_after": np.array([0.05, 0.5, 0.55, 0.65], np.float32),
+             "change": np.array([1, 1, 1, 0], np.float32), "goal_visible": np.ones(4, np.float32),
+             "max_push_q_after": np.array([-0.2, 0.6, 0.2, 0.6], np.float32)}
+    table = push_dense.label_table([state], gamma=0.5, bins=(0.0, 0.3, 0.6, 1.01))
+    assert [row["outcomes"] for row in table] == [1, 2, 1]
+    assert table[0]["mean_label_rewarded"] == pytest.approx(0.5 - 0.1)   # freed at once
+    assert table[1]["mean_label_rewarded"] == pytest.approx(0.5 + 0.2)   # freed a little: labelled higher
+    assert table[1]["rewarded_share"] == 1.0
+    assert table[2]["rewarded_share"] == 0.0 and table[2]["mean_label_rewarded"] is None  # no change: -0.5
+    data = tmp_path / "data"
+    data.mkdir()
+    np.savez(data / "scene00000-step0.npz", color=np.zeros((4, 4, 3), np.uint8), depth=np.zeros((4, 4), np.float32),
+             goal_mask=np.zeros((4, 4), np.uint8), **state)
+    assert push_dense.main(["labels", "--data_dir", str(data)]) == 0
+    assert push_dense.main(["labels", "--data_dir", str(tmp_path / "none")]) == 2
+    assert push_dense.main(["train", "--data_dir", str(data), "--out", str(tmp_path / "x.pth")]) == 2  # no snapshot
+
+
 def test_push_dense_collects_replayed_candidates_and_trains_the_push_net_only(tmp_path):
     """One stage-2-like scene: every stored candidate is a push the learned policy may choose, and
     a training epoch moves the push net's Q at those pixels toward their labels while the grasp
