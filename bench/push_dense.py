@@ -142,7 +142,7 @@ def labels_of(state: dict, gamma: float, label_rule: str = "paper") -> np.ndarra
     return np.array(labels, dtype=np.float32)
 
 
-def outcome_of(state: dict, i: int) -> "rules.Outcome":
+def outcome_of(state: dict, i: int) -> rules.Outcome:
     """The measured outcome of stored candidate i, as Runner._label builds it for a push."""
     return rules.measure_outcome(
         "push", False, False, bool(state["change"][i]), float(state["grasp_q_before"]),
