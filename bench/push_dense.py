@@ -121,7 +121,7 @@ def collect_scene(scene_seed: int, trainer, data_dir: Path, candidates_per_rotat
     return written
 
 
-LABEL_RULES = ("paper", "ready")
+LABEL_RULES = ("paper", "ready", "drop")
 # Above any other push label: 0.5 + gamma x a push Q that stays under 1 in the trained nets.
 READY_LABEL = 1.0
 
@@ -131,9 +131,16 @@ def labels_of(state: dict, gamma: float, label_rule: str = "paper") -> np.ndarra
 
     label_rule 'ready' (not the paper's): a push after which SPEC 5's test rule grasps (the goal's
     occupancy <= 0.3 and its best grasp Q >= 1.5) is labelled READY_LABEL, terminal, so that pushes
-    the test rule follows with a grasp rank above pushes that only improve things a little."""
+    the test rule follows with a grasp rank above pushes that only improve things a little.
+    label_rule 'drop' (not the paper's): the goal's occupancy drop itself, terminal (a push that
+    throws the goal out: the paper's -0.5), so that the net ranks pushes by how much they clear,
+    which SPEC 5's label does not (`label_table`)."""
     labels = []
     for i in range(len(state["actions"])):
+        if label_rule == "drop":
+            labels.append(float(state["occupancy_before"]) - float(state["occupancy_after"][i])
+                          if state["goal_visible"][i] else rules.PUSH_ONLY_PUSH_PENALTY)
+            continue
         if label_rule == "ready" and state["goal_visible"][i] and rules.choose_primitive_goal_conditioned(
                 float(state["grasp_q_after"][i]), float(state["occupancy_after"][i])) == "grasp":
             labels.append(READY_LABEL)
@@ -275,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="collect: skip scenes whose goal starts less crowded than this (test cases: > 0.3)")
     parser.add_argument("--pushes_per_scene", type=int, default=3)
     parser.add_argument("--label_rule", choices=LABEL_RULES, default="paper",
-                        help="train: 'paper' (SPEC 5 push_only) or 'ready' (a push the test rule follows with a "
-                             "grasp is labelled 1, terminal; not the paper's)")
+                        help="train: 'paper' (SPEC 5 push_only); not the paper's: 'ready' (a push the test rule "
+                             "follows with a grasp is labelled 1, terminal) or 'drop' (the occupancy drop, terminal)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--holdout_every", type=int, default=10,

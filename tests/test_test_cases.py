@@ -349,6 +349,8 @@ def test_push_dense_labels_follow_the_push_only_rule():
     labels = push_dense.labels_of(state, gamma=0.5)
     # rewarded; occupancy fell only 0.05; grasp Q rose only 0.05 (reward 0); goal lost
     assert labels == pytest.approx([0.5 + 0.2, -0.5 + 0.2, 0.0 + 0.2, -0.5])
+    # --label_rule drop (not the paper's): the occupancy drop, terminal; the goal lost is -0.5
+    assert push_dense.labels_of(state, gamma=0.5, label_rule="drop") == pytest.approx([0.3, 0.05, 0.3, -0.5])
 
 
 def test_push_dense_label_table_pays_any_rewarded_push_alike(tmp_path):
