@@ -56,12 +56,12 @@ GOAL_OBJ_IDX = 4  # stage 2's --goal_obj_idx in the paper's command lines
 NUM_OBJ = 10
 
 
-def goal_grasp_q(trainer, obs) -> tuple[float, float]:
-    """(best goal-masked grasp Q, max push Q) of one state; (0, 0) when the goal is gone."""
+def goal_grasp_q(trainer, obs) -> tuple[float, np.ndarray | None]:
+    """(best goal-masked grasp Q, the push Q maps) of one state; (0, None) when the goal is gone."""
     if obs.goal_mask is None or not obs.goal_mask.any():
-        return 0.0, 0.0
+        return 0.0, None
     push_q, grasp_q = trainer.forward(obs.color_heightmap, obs.depth_heightmap, obs.goal_mask)
-    return rules.masked_max(grasp_q, obs.goal_mask), float(push_q.max())
+    return rules.masked_max(grasp_q, obs.goal_mask), push_q
 
 
 def collect_scene(scene_seed: int, trainer, data_dir: Path, candidates_per_rotation: int,
@@ -84,7 +84,7 @@ def collect_scene(scene_seed: int, trainer, data_dir: Path, candidates_per_rotat
             occupancy_before = obs.goal_occupancy
             if step == 0 and occupancy_before < min_start_occupancy:
                 break
-            q_before, _ = goal_grasp_q(trainer, obs)
+            q_before, push_q_before = goal_grasp_q(trainer, obs)
             # Only states where SPEC 5's test rule pushes: the pushes the test will ask of the net.
             if rules.choose_primitive_goal_conditioned(q_before, occupancy_before) == "grasp":
                 break
@@ -98,7 +98,8 @@ def collect_scene(scene_seed: int, trainer, data_dir: Path, candidates_per_rotat
                 visible = after.goal_mask is not None and bool(after.goal_mask.any())
                 change, _ = utils.goal_change_detected(obs.depth_heightmap, after.depth_heightmap, obs.goal_mask)
                 q_after, push_q_after = goal_grasp_q(trainer, after)
-                rows.append((q_after, push_q_after, after.goal_occupancy if visible else 1.0,
+                rows.append((q_after, 0.0 if push_q_after is None else float(push_q_after.max()),
+                             after.goal_occupancy if visible else 1.0,
                              float(change), float(visible)))
             outcome = np.array(rows, dtype=np.float32)
             np.savez_compressed(data_dir / f"scene{scene_seed:05d}-step{step}.npz",
@@ -108,9 +109,8 @@ def collect_scene(scene_seed: int, trainer, data_dir: Path, candidates_per_rotat
                                 occupancy_after=outcome[:, 2], change=outcome[:, 3], goal_visible=outcome[:, 4],
                                 grasp_q_before=np.float32(q_before), occupancy_before=np.float32(occupancy_before))
             written += 1
-            if rng.random() < 0.5:
-                push_q, _ = trainer.forward(obs.color_heightmap, obs.depth_heightmap, obs.goal_mask, heads=("push",))
-                pick = int(np.argmax([push_q[r, y, x] for r, y, x in candidates]))
+            if rng.random() < 0.5:  # the net's pick, from the push maps computed for q_before
+                pick = int(np.argmax([push_q_before[r, y, x] for r, y, x in candidates]))
             else:
                 pick = int(rng.integers(len(candidates)))
             if not outcome[pick, 4]:
