@@ -23,6 +23,8 @@ rewarded, reaches occupancy 0.3, or leaves the goal ready for the test rule's gr
 
 Run: `python bench/push_dense.py collect --snapshot S --data_dir D --scenes 0:40`, then
 `python bench/push_dense.py train --snapshot S --data_dir D --out S2 --epochs 3`.
+`train --augment` (not the paper's) shows each sample in one of its four mirror images with its
+colour channels shuffled, against memorising the training scenes.
 `python bench/push_dense.py labels --data_dir D` prints what the push_only label pays by the
 occupancy a push leaves (it pays any rewarded push alike, however much it clears).
 """
@@ -158,10 +160,40 @@ def outcome_of(state: dict, i: int) -> rules.Outcome:
         True, bool(state["goal_visible"][i]))
 
 
+def mirror_push_sample(color: np.ndarray, depth: np.ndarray, goal_mask: np.ndarray, rotation: int,
+                       pixels_row_col: np.ndarray, flip_cols: bool, flip_rows: bool,
+                       num_rotations: int = utils.NUM_ROTATIONS) -> tuple:
+    """The mirror image of a push sample: the same push in the mirrored scene.
+
+    color (H, W, 3), depth (H, W), goal_mask (H, W): heightmaps; pixels_row_col (N, 2): push starts.
+    A push of rotation r moves along (cos theta, sin theta) in (col, row) (utils.push_end_inside),
+    so mirroring the columns sends theta to pi - theta (r -> R/2 - r) and mirroring the rows sends
+    it to -theta (r -> -r), modulo R. The table, the gripper and the blocks are mirror-symmetric,
+    so the mirrored push has the mirrored outcome and keeps its label. Rotating the scene by a
+    multiple of 22.5 deg would teach nothing: the net already sees every rotation of its input."""
+    h, w = depth.shape
+    pixels = np.array(pixels_row_col, dtype=np.int64).reshape(-1, 2)
+    rotation = int(rotation)
+    if flip_cols:
+        color, depth, goal_mask = color[:, ::-1], depth[:, ::-1], goal_mask[:, ::-1]
+        pixels[:, 1] = w - 1 - pixels[:, 1]
+        rotation = (num_rotations // 2 - rotation) % num_rotations
+    if flip_rows:
+        color, depth, goal_mask = color[::-1], depth[::-1], goal_mask[::-1]
+        pixels[:, 0] = h - 1 - pixels[:, 0]
+        rotation = (-rotation) % num_rotations
+    return (np.ascontiguousarray(color), np.ascontiguousarray(depth), np.ascontiguousarray(goal_mask),
+            rotation, pixels)
+
+
 def train(trainer, states: list[dict], epochs: int, rng: np.random.Generator, gamma: float,
-          label_rule: str = "paper") -> list[float]:
+          label_rule: str = "paper", augment: bool = False) -> list[float]:
     """Fine-tune the push net: per step one state and one rotation, the mean Huber loss over that
-    rotation's stored candidates (Trainer.fit_pixels, the step that trains an executed pixel)."""
+    rotation's stored candidates (Trainer.fit_pixels, the step that trains an executed pixel).
+
+    augment (not the paper's): each step shows the sample in one of its four mirror images
+    (mirror_push_sample) with the colour channels in a random order, since the push net fits its
+    training states' ranking but not new scenes' (block colours say nothing about a push)."""
     losses = []
     work = []
     for si, s in enumerate(states):
@@ -175,7 +207,14 @@ def train(trainer, states: list[dict], epochs: int, rng: np.random.Generator, ga
         for k in rng.permutation(len(work)):
             si, rot, pixels, target = work[k]
             s = states[si]
-            loss, _ = trainer.fit_pixels(s["color"], s["depth"], s["goal_mask"], "push", [rot], pixels, target)
+            color, depth, goal_mask = s["color"], s["depth"], s["goal_mask"]
+            if augment:
+                flip_cols, flip_rows = rng.integers(0, 2, size=2).astype(bool)
+                color, depth, goal_mask, rot, rows_cols = mirror_push_sample(
+                    color, depth, goal_mask, rot, [p[1:] for p in pixels], flip_cols, flip_rows)
+                color = color[:, :, rng.permutation(3)]
+                pixels = [(0, int(y), int(x)) for y, x in rows_cols]
+            loss, _ = trainer.fit_pixels(color, depth, goal_mask, "push", [rot], pixels, target)
             epoch_losses.append(loss)
         losses.append(float(np.mean(epoch_losses)))
         print(json.dumps({"epoch": epoch + 1, "mean_loss": losses[-1], "steps": len(work)}), flush=True)
@@ -285,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="train: 'paper' (SPEC 5 push_only); not the paper's: 'ready' (a push the test rule "
                              "follows with a grasp is labelled 1, terminal) or 'drop' (the occupancy drop, terminal)")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--augment", action="store_true",
+                        help="train: mirror images and colour-channel orders of each sample (not the paper's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--holdout_every", type=int, default=10,
                         help="train: one scene in this many (seeds 9, 19, ... for 10; 0: none) is held out and "
@@ -339,10 +380,11 @@ def main(argv: list[str] | None = None) -> int:
                           "rewarded_share": float(np.mean(all_labels > 0.25))}), flush=True)
         before = score(trainer, held_out, gamma, args.label_rule) if held_out else None
         print(json.dumps({"held_out_before": before}), flush=True)
-        losses = train(trainer, states, args.epochs, np.random.default_rng(args.seed), gamma, args.label_rule)
+        losses = train(trainer, states, args.epochs, np.random.default_rng(args.seed), gamma, args.label_rule,
+                       args.augment)
         trainer.save_snapshot(args.out)
         after = score(trainer, held_out, gamma, args.label_rule) if held_out else None
-        print(json.dumps({"out": args.out, "label_rule": args.label_rule, "losses": losses,
+        print(json.dumps({"out": args.out, "label_rule": args.label_rule, "augment": args.augment, "losses": losses,
                           "held_out_before": before, "held_out_after": after,
                           "seconds": round(time.perf_counter() - started)}))
         return 0

@@ -424,3 +424,37 @@ def test_push_dense_collects_replayed_candidates_and_trains_the_push_net_only(tm
     assert push_dense.main(["collect", "--snapshot", str(snapshot), "--data_dir", str(data), "--scenes", "5"]) == 2
     (data / "scene00002-step0.npz").write_text("not a state")
     assert push_dense.main(["train", "--snapshot", str(snapshot), "--data_dir", str(data), "--out", str(out)]) == 2
+
+
+@pytest.mark.parametrize("flip_cols,flip_rows", [(True, False), (False, True), (True, True)])
+def test_push_dense_mirror_is_the_same_push_in_the_mirrored_scene(flip_cols, flip_rows):
+    """`push_dense.py train --augment`: a mirrored sample's push starts at the mirrored pixel and
+    runs in the mirrored direction, so it ends at the mirrored pixel. Checked against the project's
+    own push geometry (utils.push_end_inside: whether a push's end stays inside the margins)."""
+    import sys
+
+    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
+    import push_dense
+
+    size, length_px = 40, 9
+    rng = np.random.default_rng(3)
+    color = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    depth = rng.random((size, size)).astype(np.float32)
+    mask = (rng.random((size, size)) > 0.5).astype(np.uint8)
+    margin_px = 3
+    inside = utils.push_end_inside(size, length_px, margin_px)
+    starts = rng.integers(0, size, (25, 2))
+    for rotation in range(utils.NUM_ROTATIONS):
+        c, d, m, r2, px = push_dense.mirror_push_sample(color, depth, mask, rotation, starts, flip_cols, flip_rows)
+        theta, theta2 = rotation * utils.ROTATION_STEP_RAD, r2 * utils.ROTATION_STEP_RAD
+        for (row, col), (row2, col2) in zip(starts, px):
+            end = np.array([row + length_px * np.sin(theta), col + length_px * np.cos(theta)])
+            # An end exactly on a margin is inside or not by a rounding error of cos(3 pi / 2).
+            if np.abs(np.concatenate([end - margin_px, end - (size - 1 - margin_px)])).min() > 1e-6:
+                assert inside[rotation, row, col] == inside[r2, row2, col2]
+            end2 = np.array([row2 + length_px * np.sin(theta2), col2 + length_px * np.cos(theta2)])
+            mirrored_end = np.array([size - 1 - end[0] if flip_rows else end[0],
+                                     size - 1 - end[1] if flip_cols else end[1]])
+            assert end2 == pytest.approx(mirrored_end, abs=1e-9)
+            assert d[row2, col2] == depth[row, col] and m[row2, col2] == mask[row, col]
+            assert (c[row2, col2] == color[row, col]).all()
