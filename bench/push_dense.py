@@ -203,6 +203,7 @@ def train(trainer, states: list[dict], epochs: int, rng: np.random.Generator, ga
             pixels = [(0, int(y), int(x)) for _, y, x in s["actions"][pick]]
             work.append((si, int(rot), pixels, labels[pick]))
     for epoch in range(epochs):
+        epoch_started = time.perf_counter()
         epoch_losses = []
         for k in rng.permutation(len(work)):
             si, rot, pixels, target = work[k]
@@ -217,7 +218,8 @@ def train(trainer, states: list[dict], epochs: int, rng: np.random.Generator, ga
             loss, _ = trainer.fit_pixels(color, depth, goal_mask, "push", [rot], pixels, target)
             epoch_losses.append(loss)
         losses.append(float(np.mean(epoch_losses)))
-        print(json.dumps({"epoch": epoch + 1, "mean_loss": losses[-1], "steps": len(work)}), flush=True)
+        print(json.dumps({"epoch": epoch + 1, "mean_loss": losses[-1], "steps": len(work),
+                          "seconds": round(time.perf_counter() - epoch_started)}), flush=True)
     return losses
 
 
