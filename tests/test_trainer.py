@@ -315,9 +315,10 @@ def test_forward_shapes_and_inputs():
 def test_cpu_trainer_flushes_subnormal_floats():
     """Subnormal floats slow CPU kernels many times over as a net fine-tunes (trainer.py); a CPU
     Trainer turns them into zeros for the whole process."""
-    subnormal = torch.tensor([1e-39], dtype=torch.float32)
+    # Earlier tests' Trainers left flushing on, and it flushes the tensor's own conversion too.
     if not torch.set_flush_denormal(False):
         pytest.skip('this CPU cannot flush subnormal floats')
+    subnormal = torch.tensor([1e-39], dtype=torch.float32)
     assert (subnormal * 1.0).item() != 0.0
     make_trainer(stage='push_grasp')
     assert (subnormal * 1.0).item() == 0.0
