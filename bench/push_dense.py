@@ -200,21 +200,20 @@ def train(trainer, states: list[dict], epochs: int, rng: np.random.Generator, ga
         labels = labels_of(s, gamma, label_rule)
         for rot in np.unique(s["actions"][:, 0]):
             pick = s["actions"][:, 0] == rot
-            pixels = [(0, int(y), int(x)) for _, y, x in s["actions"][pick]]
-            work.append((si, int(rot), pixels, labels[pick]))
+            work.append((si, int(rot), s["actions"][pick, 1:], labels[pick]))
     for epoch in range(epochs):
         epoch_started = time.perf_counter()
         epoch_losses = []
         for k in rng.permutation(len(work)):
-            si, rot, pixels, target = work[k]
+            si, rot, rows_cols, target = work[k]
             s = states[si]
             color, depth, goal_mask = s["color"], s["depth"], s["goal_mask"]
             if augment:
                 flip_cols, flip_rows = rng.integers(0, 2, size=2).astype(bool)
                 color, depth, goal_mask, rot, rows_cols = mirror_push_sample(
-                    color, depth, goal_mask, rot, [p[1:] for p in pixels], flip_cols, flip_rows)
+                    color, depth, goal_mask, rot, rows_cols, flip_cols, flip_rows)
                 color = color[:, :, rng.permutation(3)]
-                pixels = [(0, int(y), int(x)) for y, x in rows_cols]
+            pixels = [(0, int(y), int(x)) for y, x in rows_cols]
             loss, _ = trainer.fit_pixels(color, depth, goal_mask, "push", [rot], pixels, target)
             epoch_losses.append(loss)
         losses.append(float(np.mean(epoch_losses)))
