@@ -151,6 +151,12 @@ def labels_of(state: dict, gamma: float, label_rule: str = "paper") -> np.ndarra
     return np.array(labels, dtype=np.float32)
 
 
+def spec5_push_rewards(state: dict, gamma: float) -> np.ndarray:
+    """SPEC 5's push reward (0.5, 0 or -0.5) of every stored candidate, whatever the label rule."""
+    return np.array([rules.reward_and_label("push_only", "push", outcome_of(state, i), gamma)[0]
+                     for i in range(len(state["actions"]))], dtype=np.float32)
+
+
 def outcome_of(state: dict, i: int) -> rules.Outcome:
     """The measured outcome of stored candidate i, as Runner._label builds it for a push."""
     return rules.measure_outcome(
@@ -231,7 +237,7 @@ def score(trainer, states: list[dict], gamma: float, label_rule: str = "paper") 
     ready_picks, any_ready = [], []
     for s in states:
         labels = labels_of(s, gamma, label_rule)
-        ready = labels_of(s, gamma, "ready") == READY_LABEL
+        ready = (labels if label_rule == "ready" else labels_of(s, gamma, "ready")) == READY_LABEL
         any_ready.append(bool(ready.any()))
         push_q, _ = trainer.forward(s["color"], s["depth"], s["goal_mask"], heads=("push",))
         q = np.array([push_q[r, y, x] for r, y, x in s["actions"]])
@@ -377,8 +383,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"every collected state in {data_dir} is held out (--holdout_every)")
         gamma = Config().future_reward_discount
         all_labels = np.concatenate([labels_of(s, gamma, args.label_rule) for s in states])
+        # SPEC 5's +0.5 whatever the label rule: the 'ready' and 'drop' labels say nothing of it.
+        spec5_rewards = np.concatenate([spec5_push_rewards(s, gamma) for s in states])
         print(json.dumps({"states": len(states), "held_out_states": len(held_out), "candidates": int(all_labels.size),
-                          "rewarded_share": float(np.mean(all_labels > 0.25))}), flush=True)
+                          "label_rule": args.label_rule, "mean_label": float(all_labels.mean()),
+                          "spec5_rewarded_share": float(np.mean(spec5_rewards == rules.PUSH_ONLY_PUSH_REWARD))}), flush=True)
         before = score(trainer, held_out, gamma, args.label_rule) if held_out else None
         print(json.dumps({"held_out_before": before}), flush=True)
         losses = train(trainer, states, args.epochs, np.random.default_rng(args.seed), gamma, args.label_rule,

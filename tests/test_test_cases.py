@@ -351,6 +351,8 @@ def test_push_dense_labels_follow_the_push_only_rule():
     assert labels == pytest.approx([0.5 + 0.2, -0.5 + 0.2, 0.0 + 0.2, -0.5])
     # --label_rule drop (not the paper's): the occupancy drop, terminal; the goal lost is -0.5
     assert push_dense.labels_of(state, gamma=0.5, label_rule="drop") == pytest.approx([0.3, 0.05, 0.3, -0.5])
+    # the training log's SPEC 5 rewards are the paper rule's whatever --label_rule trains
+    assert push_dense.spec5_push_rewards(state, gamma=0.5) == pytest.approx([0.5, -0.5, 0.0, -0.5])
 
 
 def test_push_dense_label_table_pays_any_rewarded_push_alike(tmp_path):
