@@ -460,3 +460,36 @@ def test_push_dense_mirror_is_the_same_push_in_the_mirrored_scene(flip_cols, fli
             assert end2 == pytest.approx(mirrored_end, abs=1e-9)
             assert d[row2, col2] == depth[row, col] and m[row2, col2] == mask[row, col]
             assert (c[row2, col2] == color[row, col]).all()
+
+
+@pytest.mark.parametrize("flip_cols, flip_rows", [(True, False), (False, True), (True, True)])
+def test_mirror_views_map_a_mirrored_q_map_back_onto_the_same_pushes(flip_cols, flip_rows):
+    """bench/mirror_views.py: the Q of push (r, row, col) in the mirrored scene's map is read at
+    mirror_push_sample's image of that push, so a map that depends only on the push geometry
+    (whether its end stays inside, utils.push_end_inside) maps back onto itself."""
+    import sys
+
+    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
+    import mirror_views
+    import push_dense
+
+    size, length_px, margin_px = 40, 9, 3
+    inside = utils.push_end_inside(size, length_px, margin_px).astype(np.float32)
+    # cos(3 pi / 2) rounding puts some ends exactly on a margin on either side: compare away from them
+    start_rows, start_cols = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    settled = np.ones_like(inside, bool)
+    for rotation in range(utils.NUM_ROTATIONS):
+        theta = rotation * utils.ROTATION_STEP_RAD
+        for end in (start_rows + length_px * np.sin(theta), start_cols + length_px * np.cos(theta)):
+            settled[rotation] &= (np.abs(end - margin_px) > 1e-6) & (np.abs(end - (size - 1 - margin_px)) > 1e-6)
+    both = settled & mirror_views.map_back(settled.astype(np.float32), flip_cols, flip_rows).astype(bool)
+    assert (mirror_views.map_back(inside, flip_cols, flip_rows)[both] == inside[both]).all()
+    # one push, one pixel: the mirrored push's Q lands back on the original push
+    blank = np.zeros((size, size), np.float32)
+    for rotation in range(utils.NUM_ROTATIONS):
+        _, _, _, r2, pixels = push_dense.mirror_push_sample(blank[..., None], blank, blank, rotation,
+                                                            np.array([[5, 31]]), flip_cols, flip_rows)
+        q_mirrored = np.zeros((utils.NUM_ROTATIONS, size, size), np.float32)
+        q_mirrored[r2, pixels[0, 0], pixels[0, 1]] = 1.0
+        back = mirror_views.map_back(q_mirrored, flip_cols, flip_rows)
+        assert back[rotation, 5, 31] == 1.0 and back.sum() == 1.0
