@@ -152,9 +152,43 @@ def held_out_grasps(snapshots: dict[str, Path], scenes: int, seed: int) -> dict[
     return results
 
 
+def held_out_by_arm(results: dict[str, list[dict]], names: list[str]) -> dict:
+    """Over one arm's tested snapshots: the share of held-out grasps that took the goal, that took
+    another object, and their mean Q."""
+    rows = [r for name in names for r in results[name] if r["goal_taken"] is not None]
+    return {"grasps": len(rows), "goal_taken": float(np.mean([r["goal_taken"] for r in rows])),
+            "other_taken": float(np.mean([r["other_taken"] for r in rows])),
+            "mean_q": float(np.mean([r["q"] for r in rows]))}
+
+
+def paired(results: dict[str, list[dict]], seed: int, names: list[str]) -> dict:
+    """The two arms of a seed on the same (snapshot iteration, scene) pairs: how often only one
+    took the goal, and a two-sided sign test on those discordant pairs. The pairs of one arm's
+    snapshots are not independent (each snapshot grew from the last), so p is a rough guide."""
+    from scipy.stats import binomtest
+
+    outcome = {}
+    for name in names:
+        arm_seed, iteration = name.split("@")
+        arm, run_seed = arm_seed.split("-seed")
+        if int(run_seed) == seed:
+            for r in results[name]:
+                outcome[(arm, int(iteration), r["scene"])] = r["goal_taken"]
+    keys = {(it, scene) for arm, it, scene in outcome if (("relabel", it, scene) in outcome and
+                                                          ("norelabel", it, scene) in outcome)}
+    only_relabel = sum(1 for it, scene in keys if outcome[("relabel", it, scene)] and not outcome[("norelabel", it, scene)])
+    only_plain = sum(1 for it, scene in keys if outcome[("norelabel", it, scene)] and not outcome[("relabel", it, scene)])
+    n = only_relabel + only_plain
+    return {"pairs": len(keys), "only_relabelling_took_the_goal": only_relabel,
+            "only_no_relabelling_took_the_goal": only_plain,
+            "sign_test_p": float(binomtest(only_relabel, n).pvalue) if n else None}
+
+
 def training_summary(session: Path) -> dict:
     """From the training logs: grasps, those that took a neighbour (what relabelling stores again),
     the greedy goal grasp success over the last 100 and the first grasp at which it reached 80 %."""
+    import cv2
+
     import evaluate
 
     curve = evaluate.training_curve(session)
@@ -162,10 +196,23 @@ def training_summary(session: Path) -> dict:
     grasp_obj = np.loadtxt(transitions / "grasp-obj.log.txt", ndmin=1)
     goal_obj = np.loadtxt(transitions / "goal-obj.log.txt", ndmin=1)
     n = min(grasp_obj.size, goal_obj.size)
-    neighbour = int(np.sum((grasp_obj[:n] >= 0) & (grasp_obj[:n] != goal_obj[:n])))
+    took_neighbour = np.flatnonzero((grasp_obj[:n] >= 0) & (grasp_obj[:n] != goal_obj[:n]))
+    neighbour = int(took_neighbour.size)
+    # Where a relabelled grasp sits: inside the goal's mask (the policy's pixels always are) and
+    # inside the grasped object's (the relabelled goal's) mask, i.e. where the two overlap.
+    actions = np.loadtxt(transitions / "executed-action.log.txt", ndmin=2)
+    in_both, with_masks = 0, 0
+    for i in took_neighbour:
+        goal_png, grasped_png = (session / "data" / "masks" / f"{i:06d}.{kind}.png" for kind in ("goal", "grasped"))
+        if goal_png.is_file() and grasped_png.is_file():
+            row, col = int(actions[i, 2]), int(actions[i, 3])
+            with_masks += 1
+            in_both += bool(cv2.imread(str(goal_png), cv2.IMREAD_UNCHANGED)[row, col] and
+                            cv2.imread(str(grasped_png), cv2.IMREAD_UNCHANGED)[row, col])
     greedy = curve["greedy_success_ma"]
     reached = [int(e) for i, (e, v) in enumerate(zip(curve["greedy_episodes"], greedy)) if i + 1 >= 100 and v >= 0.8]
     return {"grasps": int(curve["episodes"].size), "grasps_taking_a_neighbour": neighbour,
+            "neighbour_grasps_inside_both_masks": in_both, "neighbour_grasps_with_masks": with_masks,
             "goal_grasps": int(curve["goal_success"].sum()),
             "greedy_grasps": int(curve["greedy_episodes"].size),
             "final_greedy_success_last100_pct": 100 * float(greedy[-1]) if greedy.size else None,
@@ -178,10 +225,14 @@ def plot(curves: dict[str, dict[int, float]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for label, points in curves.items():
+    seeds = sorted({label.split("-seed")[1] for label in curves})
+    for label, points in sorted(curves.items(), key=lambda item: item[0].split("-seed")[1]):
         xs = sorted(points)
-        ax.plot(xs, [100 * points[x] for x in xs], marker="o", linestyle="-" if label.startswith("relabel") else "--",
-                label=label)
+        arm, seed = label.split("-seed")
+        # one colour per seed, the arms told apart by the line: the comparison is within a seed
+        ax.plot(xs, [100 * points[x] for x in xs], marker="o", color=f"C{seeds.index(seed)}",
+                linestyle="-" if arm == "relabel" else "--",
+                label=f"seed {seed}, {'relabelling' if arm == 'relabel' else 'no relabelling'}")
     ax.set_xlabel("stage-1 iterations (grasps)")
     ax.set_ylabel("goal grasp success on held-out scenes %")
     ax.set_title(title)
@@ -243,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         "held_out_scenes_identical_for_every_snapshot": all(len(d) == 1 for d in digests.values()),
         "held_out_goal_grasp_success": curves,
         "held_out_mean_over_checkpoints": {k: float(np.mean(list(v.values()))) for k, v in curves.items()},
+        "held_out_by_arm": {arm_seed: held_out_by_arm(cache["results"], [n for n in wanted if n.startswith(arm_seed + "@")])
+                            for arm_seed in curves},
+        "held_out_paired": {f"seed{seed}": paired(cache["results"], seed, list(wanted)) for seed in args.seeds},
         "training": {f"{arm}-seed{seed}": training_summary(run_dir / f"{arm}-seed{seed}")
                      for seed in args.seeds for arm in ARMS},
         "seconds": time.perf_counter() - started,
