@@ -224,7 +224,7 @@ def plot(curves: dict[str, dict[int, float]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     seeds = sorted({label.split("-seed")[1] for label in curves})
     for label, points in sorted(curves.items(), key=lambda item: item[0].split("-seed")[1]):
         xs = sorted(points)
@@ -237,7 +237,7 @@ def plot(curves: dict[str, dict[int, float]], path: Path, title: str) -> None:
     ax.set_ylabel("goal grasp success on held-out scenes %")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the lines span the whole range
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
