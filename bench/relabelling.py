@@ -16,7 +16,9 @@ the same held-out crowded scenes (seeded apart from training; each snapshot sees
 rebuilt from its seed): the net's best goal-masked grasp, one per scene, as the test policy picks
 it. Those curves compare the arms on equal scenes, which the training logs cannot (each arm's
 scenes drift apart once its grasps differ). The training logs give the rest: how many grasps took
-a neighbour (what relabelling stores again) and the greedy goal grasp success over the last 100.
+a neighbour (what relabelling stores again) and the greedy goal grasp success over the last 100;
+and at those grasps, each arm's last snapshot gives the Q of the grasp for the goal and for the
+object it took (does the goal input tell them apart?).
 
 Killed and run again, it resumes the unfinished arms (`main.py --continue_logging`) and keeps the
 held-out results already measured (RUN_DIR/held-out.json). It prints one line per snapshot and a
@@ -184,6 +186,39 @@ def paired(results: dict[str, list[dict]], seed: int, names: list[str]) -> dict:
             "sign_test_p": float(binomtest(only_relabel, n).pvalue) if n else None}
 
 
+def goal_input_separation(session: Path, snapshot: Path) -> dict:
+    """At each training grasp that took a neighbour (the grasps relabelling stores again), the
+    snapshot's Q of that very grasp given the goal's mask and given the taken object's mask
+    (data/masks/NNNNNN.goal.png and .grasped.png). A net that tells the two goals apart rates the
+    grasp low for the goal, which it failed, and high for the object it took."""
+    import cv2
+
+    from logger import DEPTH_HEIGHTMAP_UNITS_PER_M, read_color_png, read_depth_png
+    from trainer import trainer_for_snapshot
+
+    trainer = trainer_for_snapshot(snapshot)
+    transitions, data = session / "transitions", session / "data"
+    actions = np.loadtxt(transitions / "executed-action.log.txt", ndmin=2)
+    grasp_obj = np.loadtxt(transitions / "grasp-obj.log.txt", ndmin=1)
+    goal_obj = np.loadtxt(transitions / "goal-obj.log.txt", ndmin=1)
+    n = min(actions.shape[0], grasp_obj.size, goal_obj.size)
+    q_goal, q_taken = [], []
+    for i in np.flatnonzero((grasp_obj[:n] >= 0) & (grasp_obj[:n] != goal_obj[:n])):
+        masks = [data / "masks" / f"{i:06d}.{kind}.png" for kind in ("goal", "grasped")]
+        if not all(m.is_file() for m in masks):
+            continue
+        color = read_color_png(data / "color-heightmaps" / f"{i:06d}.0.color.png")
+        depth = read_depth_png(data / "depth-heightmaps" / f"{i:06d}.0.depth.png", DEPTH_HEIGHTMAP_UNITS_PER_M)
+        rotation, row, col = (int(v) for v in actions[i, 1:4])
+        for mask_png, out in zip(masks, (q_goal, q_taken)):
+            mask = np.where(cv2.imread(str(mask_png), cv2.IMREAD_UNCHANGED) > 0, 255, 0).astype(np.uint8)
+            _, q = trainer.forward(color, depth, mask, rotations=[rotation], heads=("grasp",))
+            out.append(float(q[0, row, col]))
+    return {"grasps": len(q_goal), "snapshot": snapshot.name,
+            "mean_q_given_the_goal": float(np.mean(q_goal)) if q_goal else None,
+            "mean_q_given_the_taken_object": float(np.mean(q_taken)) if q_taken else None}
+
+
 def training_summary(session: Path) -> dict:
     """From the training logs: grasps, those that took a neighbour (what relabelling stores again),
     the greedy goal grasp success over the last 100 and the first grasp at which it reached 80 %."""
@@ -299,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
         "held_out_paired": {f"seed{seed}": paired(cache["results"], seed, list(wanted)) for seed in args.seeds},
         "training": {f"{arm}-seed{seed}": training_summary(run_dir / f"{arm}-seed{seed}")
                      for seed in args.seeds for arm in ARMS},
+        # the last snapshot of each arm at its own neighbour grasps: does the goal input tell them apart?
+        "neighbour_grasps_q_by_goal_input": {
+            f"{arm}-seed{seed}": goal_input_separation(run_dir / f"{arm}-seed{seed}", last)
+            for seed in args.seeds for arm in ARMS
+            for last in [path for it, path in snapshots_of(run_dir / f"{arm}-seed{seed}", args.eval_every).items()
+                         if it <= args.iterations][-1:]},
         "seconds": time.perf_counter() - started,
     }
     plot(curves, run_dir / "curves-relabelling.png",
