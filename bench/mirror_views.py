@@ -68,13 +68,8 @@ def push_q_views(trainer, color: np.ndarray, depth: np.ndarray, goal_mask: np.nd
     """The push Q map of each mirror view, mapped back to the original frame."""
     out = {}
     for flip_cols, flip_rows in VIEWS["all_four"]:
-        c, d, g = color, depth, goal_mask
-        if flip_cols:
-            c, d, g = c[:, ::-1], d[:, ::-1], g[:, ::-1]
-        if flip_rows:
-            c, d, g = c[::-1], d[::-1], g[::-1]
-        q, _ = trainer.forward(np.ascontiguousarray(c), np.ascontiguousarray(d), np.ascontiguousarray(g),
-                               heads=("push",))
+        c, d, g, _, _ = mirror_push_sample(color, depth, goal_mask, 0, np.zeros((1, 2), np.int64), flip_cols, flip_rows)
+        q, _ = trainer.forward(c, d, g, heads=("push",))
         out[(flip_cols, flip_rows)] = map_back(q, flip_cols, flip_rows)
     return out
 

@@ -186,32 +186,40 @@ def paired(results: dict[str, list[dict]], seed: int, names: list[str]) -> dict:
             "sign_test_p": float(binomtest(only_relabel, n).pvalue) if n else None}
 
 
+def neighbour_grasps(session: Path):
+    """The training grasps that took another object than the goal (what relabelling stores again):
+    their number, the session's Logger (to load each one's heightmaps) and, for those whose masks
+    were saved, (iteration, (rotation, row, col), goal mask, taken object's mask) (masks 0/255)."""
+    from logger import Logger, read_log_file
+
+    logger = Logger(continue_logging=True, logging_directory=session, verbose=False)
+    transitions = session / "transitions"
+    actions = read_log_file(transitions / "executed-action.log.txt")
+    grasp_obj = read_log_file(transitions / "grasp-obj.log.txt").ravel()
+    goal_obj = read_log_file(transitions / "goal-obj.log.txt").ravel()
+    n = min(actions.shape[0], grasp_obj.size, goal_obj.size)
+    took = np.flatnonzero((grasp_obj[:n] >= 0) & (grasp_obj[:n] != goal_obj[:n]))
+    with_masks = []
+    for i in took:
+        goal_mask, taken_mask = logger.load_mask(int(i), "goal"), logger.load_mask(int(i), "grasped")
+        if goal_mask is not None and taken_mask is not None:
+            with_masks.append((int(i), tuple(int(v) for v in actions[i, 1:4]), goal_mask, taken_mask))
+    return int(took.size), logger, with_masks
+
+
 def goal_input_separation(session: Path, snapshot: Path) -> dict:
     """At each training grasp that took a neighbour (the grasps relabelling stores again), the
-    snapshot's Q of that very grasp given the goal's mask and given the taken object's mask
-    (data/masks/NNNNNN.goal.png and .grasped.png). A net that tells the two goals apart rates the
-    grasp low for the goal, which it failed, and high for the object it took."""
-    import cv2
-
-    from logger import DEPTH_HEIGHTMAP_UNITS_PER_M, read_color_png, read_depth_png
+    snapshot's Q of that very grasp given the goal's mask and given the taken object's mask. A net
+    that tells the two goals apart rates the grasp low for the goal, which it failed, and high for
+    the object it took."""
     from trainer import trainer_for_snapshot
 
     trainer = trainer_for_snapshot(snapshot)
-    transitions, data = session / "transitions", session / "data"
-    actions = np.loadtxt(transitions / "executed-action.log.txt", ndmin=2)
-    grasp_obj = np.loadtxt(transitions / "grasp-obj.log.txt", ndmin=1)
-    goal_obj = np.loadtxt(transitions / "goal-obj.log.txt", ndmin=1)
-    n = min(actions.shape[0], grasp_obj.size, goal_obj.size)
+    _, logger, grasps = neighbour_grasps(session)
     q_goal, q_taken = [], []
-    for i in np.flatnonzero((grasp_obj[:n] >= 0) & (grasp_obj[:n] != goal_obj[:n])):
-        masks = [data / "masks" / f"{i:06d}.{kind}.png" for kind in ("goal", "grasped")]
-        if not all(m.is_file() for m in masks):
-            continue
-        color = read_color_png(data / "color-heightmaps" / f"{i:06d}.0.color.png")
-        depth = read_depth_png(data / "depth-heightmaps" / f"{i:06d}.0.depth.png", DEPTH_HEIGHTMAP_UNITS_PER_M)
-        rotation, row, col = (int(v) for v in actions[i, 1:4])
-        for mask_png, out in zip(masks, (q_goal, q_taken)):
-            mask = np.where(cv2.imread(str(mask_png), cv2.IMREAD_UNCHANGED) > 0, 255, 0).astype(np.uint8)
+    for i, (rotation, row, col), goal_mask, taken_mask in grasps:
+        color, depth = logger.load_heightmaps(i)
+        for mask, out in ((goal_mask, q_goal), (taken_mask, q_taken)):
             _, q = trainer.forward(color, depth, mask, rotations=[rotation], heads=("grasp",))
             out.append(float(q[0, row, col]))
     return {"grasps": len(q_goal), "snapshot": snapshot.name,
@@ -222,32 +230,18 @@ def goal_input_separation(session: Path, snapshot: Path) -> dict:
 def training_summary(session: Path) -> dict:
     """From the training logs: grasps, those that took a neighbour (what relabelling stores again),
     the greedy goal grasp success over the last 100 and the first grasp at which it reached 80 %."""
-    import cv2
-
     import evaluate
 
     curve = evaluate.training_curve(session)
-    transitions = session / "transitions"
-    grasp_obj = np.loadtxt(transitions / "grasp-obj.log.txt", ndmin=1)
-    goal_obj = np.loadtxt(transitions / "goal-obj.log.txt", ndmin=1)
-    n = min(grasp_obj.size, goal_obj.size)
-    took_neighbour = np.flatnonzero((grasp_obj[:n] >= 0) & (grasp_obj[:n] != goal_obj[:n]))
-    neighbour = int(took_neighbour.size)
+    neighbour, _, grasps = neighbour_grasps(session)
     # Where a relabelled grasp sits: inside the goal's mask (the policy's pixels always are) and
     # inside the grasped object's (the relabelled goal's) mask, i.e. where the two overlap.
-    actions = np.loadtxt(transitions / "executed-action.log.txt", ndmin=2)
-    in_both, with_masks = 0, 0
-    for i in took_neighbour:
-        goal_png, grasped_png = (session / "data" / "masks" / f"{i:06d}.{kind}.png" for kind in ("goal", "grasped"))
-        if goal_png.is_file() and grasped_png.is_file():
-            row, col = int(actions[i, 2]), int(actions[i, 3])
-            with_masks += 1
-            in_both += bool(cv2.imread(str(goal_png), cv2.IMREAD_UNCHANGED)[row, col] and
-                            cv2.imread(str(grasped_png), cv2.IMREAD_UNCHANGED)[row, col])
+    in_both = sum(bool(goal_mask[row, col] and taken_mask[row, col])
+                  for _, (_, row, col), goal_mask, taken_mask in grasps)
     greedy = curve["greedy_success_ma"]
     reached = [int(e) for i, (e, v) in enumerate(zip(curve["greedy_episodes"], greedy)) if i + 1 >= 100 and v >= 0.8]
     return {"grasps": int(curve["episodes"].size), "grasps_taking_a_neighbour": neighbour,
-            "neighbour_grasps_inside_both_masks": in_both, "neighbour_grasps_with_masks": with_masks,
+            "neighbour_grasps_inside_both_masks": in_both, "neighbour_grasps_with_masks": len(grasps),
             "goal_grasps": int(curve["goal_success"].sum()),
             "greedy_grasps": int(curve["greedy_episodes"].size),
             "final_greedy_success_last100_pct": 100 * float(greedy[-1]) if greedy.size else None,
@@ -302,12 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     if cache.get("settings") != {"scenes": args.eval_scenes, "seed": HELD_OUT_SEED}:
         cache = {"settings": {"scenes": args.eval_scenes, "seed": HELD_OUT_SEED}, "results": {}}
-    wanted = {}
-    for seed in args.seeds:
-        for arm in ARMS:
-            for it, path in snapshots_of(run_dir / f"{arm}-seed{seed}", args.eval_every).items():
-                if it <= args.iterations:
-                    wanted[f"{arm}-seed{seed}@{it}"] = path
+    tested = {f"{arm}-seed{seed}": {it: path for it, path in
+                                    snapshots_of(run_dir / f"{arm}-seed{seed}", args.eval_every).items()
+                                    if it <= args.iterations}
+              for seed in args.seeds for arm in ARMS}
+    wanted = {f"{arm_seed}@{it}": path for arm_seed, by_it in tested.items() for it, path in by_it.items()}
     todo = {name: path for name, path in wanted.items() if name not in cache["results"]}
     if todo:
         cache["results"].update(held_out_grasps(todo, args.eval_scenes, HELD_OUT_SEED))
@@ -329,17 +322,13 @@ def main(argv: list[str] | None = None) -> int:
         "held_out_scenes_identical_for_every_snapshot": all(len(d) == 1 for d in digests.values()),
         "held_out_goal_grasp_success": curves,
         "held_out_mean_over_checkpoints": {k: float(np.mean(list(v.values()))) for k, v in curves.items()},
-        "held_out_by_arm": {arm_seed: held_out_by_arm(cache["results"], [n for n in wanted if n.startswith(arm_seed + "@")])
-                            for arm_seed in curves},
+        "held_out_by_arm": {arm_seed: held_out_by_arm(cache["results"], [f"{arm_seed}@{it}" for it in by_it])
+                            for arm_seed, by_it in tested.items() if by_it},
         "held_out_paired": {f"seed{seed}": paired(cache["results"], seed, list(wanted)) for seed in args.seeds},
-        "training": {f"{arm}-seed{seed}": training_summary(run_dir / f"{arm}-seed{seed}")
-                     for seed in args.seeds for arm in ARMS},
+        "training": {arm_seed: training_summary(run_dir / arm_seed) for arm_seed in tested},
         # the last snapshot of each arm at its own neighbour grasps: does the goal input tell them apart?
-        "neighbour_grasps_q_by_goal_input": {
-            f"{arm}-seed{seed}": goal_input_separation(run_dir / f"{arm}-seed{seed}", last)
-            for seed in args.seeds for arm in ARMS
-            for last in [path for it, path in snapshots_of(run_dir / f"{arm}-seed{seed}", args.eval_every).items()
-                         if it <= args.iterations][-1:]},
+        "neighbour_grasps_q_by_goal_input": {arm_seed: goal_input_separation(run_dir / arm_seed, by_it[max(by_it)])
+                                             for arm_seed, by_it in tested.items() if by_it},
         "seconds": time.perf_counter() - started,
     }
     plot(curves, run_dir / "curves-relabelling.png",
